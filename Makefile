@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine (README.md):
+#   make quickstart   # venv + tiny model + a real LoRA fine-tune on the CPU
+#   make test         # venv + control-plane binaries + Prometheus + every CPU test tier (what CI runs)
+# The venv is cached outside the clone, keyed by the Python version and requirements/lock.txt's hash.
+
+SHELL := /bin/bash
+PY ?= python3
+CACHE ?= $(HOME)/.cache/finetune-operator
+PYVER := $(shell $(PY) -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
+LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
+VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
+QS_MODEL := examples/quickstart/.model
+
+.PHONY: venv quickstart test test-fast test-cluster crd clean-quickstart
+
+venv: $(VENV)/.complete
+	@ln -sfn $(VENV) .venv
+	@.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -e '^\s*$$' -e WheelFile -e '!!' || true
+
+$(VENV)/.complete: requirements/lock.txt
+	@echo "creating $(VENV) (first time: torch and friends, a few GB; cached afterwards)"
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(VENV)/bin/pip install -q -r requirements/lock.txt
+	touch $@
+
+$(QS_MODEL): | venv
+	.venv/bin/python -m finetune_trainer.tiny_model --out $(QS_MODEL) --corpus examples/quickstart/data/train.jsonl
+
+quickstart: venv $(QS_MODEL)
+	.venv/bin/finetune run examples/quickstart/job.yaml
+
+clean-quickstart:
+	rm -rf out/quickstart $(QS_MODEL)
+
+# What CI runs: the fast tier, the slow tier (real CPU fine-tunes), the cluster tier (real control plane).
+test: venv
+	bash scripts/install-cluster-tools.sh
+	bash scripts/install-prometheus.sh
+	.venv/bin/python -m pytest -m "not gpu" -o addopts="--strict-markers -p no:cacheprovider" -q tests
+
+test-fast: venv
+	.venv/bin/python -m pytest -q
+
+crd: venv
+	.venv/bin/python -m finetune_api.crd

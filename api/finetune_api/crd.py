@@ -1,0 +1,189 @@
+"""The CustomResourceDefinition, generated from the pydantic models (never written by hand).
+
+pydantic's JSON schema is close to what the API server wants, but not equal: the API server needs a
+*structural* schema (every node typed, no `$ref`, no `anyOf` with types, no `title`), expresses
+"'auto' or a number" as `x-kubernetes-int-or-string` and open objects as `x-kubernetes-preserve-unknown-fields`.
+This module does that translation, attaches the CEL rules from rules.py where they belong, adds the
+immutability rules, printer columns, short name and status subresource. `python -m finetune_api.crd`
+writes crds/finetunejobs.finetune.io.yaml; tests/unit/api/test_crd.py fails when the checked-in file is stale.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .job import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, FineTuneJob
+from .rules import MUTABLE_SPEC_FIELDS, RULES, immutability_rule
+
+CRD_FILE = f"{PLURAL}.{GROUP}.yaml"
+
+PRINTER_COLUMNS = [
+    {"name": "Phase", "type": "string", "jsonPath": ".status.phase", "description": "Lifecycle phase."},
+    {"name": "Progress", "type": "string", "jsonPath": ".status.progress.percent", "description": "Steps done."},
+    {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss", "description": "Latest train loss."},
+    {"name": "Method", "type": "string", "jsonPath": ".spec.method.type", "priority": 1},
+    {"name": "Model", "type": "string", "jsonPath": ".spec.model.hubId", "priority": 1},
+    {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+]
+
+
+def _resolve(node: Any, defs: dict) -> Any:
+    """Inline every `$ref` to `#/$defs/...`."""
+    if isinstance(node, dict):
+        if "$ref" in node:
+            target = copy.deepcopy(defs[node["$ref"].split("/")[-1]])
+            rest = {k: v for k, v in node.items() if k != "$ref"}
+            return _resolve({**target, **rest}, defs)
+        return {k: _resolve(v, defs) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve(v, defs) for v in node]
+    return node
+
+
+def _structural(node: dict) -> dict:
+    """Turn one pydantic JSON-schema node into a structural OpenAPI v3 node."""
+    node = {k: v for k, v in node.items() if k not in ("title", "default")}
+    if "anyOf" in node:
+        branches = [b for b in node.pop("anyOf") if b.get("type") != "null"]
+        types = {b.get("type") for b in branches}
+        desc = node.get("description")
+        if len(branches) == 1:
+            node = {**_structural(branches[0]), **node}
+        elif types == {"integer", "string"}:  # 'auto' or a number
+            ints = [b for b in branches if b.get("type") == "integer"][0]
+            lo = ints["minimum"] if "minimum" in ints else ints.get("exclusiveMinimum", -(2**31) - 1) + 1
+            node = {**node, "x-kubernetes-int-or-string": True, "x-kubernetes-validations": [{
+                "rule": f"type(self) == int ? self >= {lo} : self == 'auto'",
+                "message": f"must be 'auto' or an integer >= {lo}",
+            }]}
+        elif types == {"boolean", "string"}:  # 'auto' or true/false
+            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "x-kubernetes-validations": [{
+                "rule": "type(self) == bool || (type(self) == string && self == 'auto')",
+                "message": "must be 'auto', true or false",
+            }]}
+        elif types == {"array", "string"}:  # 'all-linear' or a list of names
+            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "x-kubernetes-validations": [{
+                "rule": "type(self) == string ? self == 'all-linear' : (type(self) == list && size(self) > 0)",
+                "message": "must be 'all-linear' or a non-empty list of module names",
+            }]}
+        else:
+            raise ValueError(f"no structural form for anyOf {branches}")
+        if desc:
+            node["description"] = desc
+        return node
+    if "const" in node:
+        node["enum"] = [node.pop("const")]
+    t = node.get("type")
+    if t == "object":
+        props = node.get("properties")
+        if props is not None:
+            node["properties"] = {k: _structural(v) for k, v in props.items()}
+            node.pop("additionalProperties", None)
+        elif isinstance(node.get("additionalProperties"), dict) and node["additionalProperties"]:
+            node["additionalProperties"] = _structural(node["additionalProperties"])
+        else:  # free-form object (affinity, tolerations[i]): kept as the user wrote it
+            node.pop("additionalProperties", None)
+            node["x-kubernetes-preserve-unknown-fields"] = True
+    elif t == "array":
+        node["items"] = _structural(node.get("items", {"type": "object"}))
+    return node
+
+
+def _at(schema: dict, dotted: str) -> dict:
+    node = schema
+    for part in dotted.split(".")[1:]:
+        node = node["properties"][part]
+    return node
+
+
+def _attach_rules(spec_schema: dict) -> None:
+    root = {"properties": {"spec": spec_schema}}
+    for r in RULES:
+        node = _at(root, "x." + r.on)
+        rule: dict = {"rule": r.cel, "message": r.message}
+        if r.field:
+            rule["fieldPath"] = f".{r.field}"
+        node.setdefault("x-kubernetes-validations", []).append(rule)
+    for field in spec_schema["properties"]:
+        if field not in MUTABLE_SPEC_FIELDS:
+            spec_schema.setdefault("x-kubernetes-validations", []).append(immutability_rule(field))
+
+
+def _model_schema(cls) -> dict:
+    raw = cls.model_json_schema(by_alias=True, mode="validation")
+    defs = raw.pop("$defs", {})
+    return _structural(_resolve(raw, defs))
+
+
+def openapi_schema() -> dict:
+    """The CRD's `openAPIV3Schema`: apiVersion, kind, metadata, spec (with CEL rules) and status."""
+    full = _model_schema(FineTuneJob)
+    spec = full["properties"]["spec"]
+    _attach_rules(spec)
+    status = full["properties"]["status"]
+    return {
+        "type": "object",
+        "description": FineTuneJob.__doc__.strip(),
+        "required": ["spec"],
+        "properties": {
+            "apiVersion": {"type": "string", "description": "finetune.io/v1alpha1"},
+            "kind": {"type": "string", "description": "FineTuneJob"},
+            "metadata": {"type": "object"},
+            "spec": spec,
+            "status": status,
+        },
+    }
+
+
+def build_crd() -> dict:
+    """The complete CustomResourceDefinition object."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{PLURAL}.{GROUP}",
+            "labels": {"app.kubernetes.io/name": "finetune-operator", "app.kubernetes.io/part-of": "finetune-operator"},
+        },
+        "spec": {
+            "group": GROUP,
+            "scope": "Namespaced",
+            "names": {
+                "kind": KIND, "listKind": f"{KIND}List", "plural": PLURAL, "singular": SINGULAR,
+                "shortNames": list(SHORT_NAMES), "categories": ["all", "finetune"],
+            },
+            "versions": [{
+                "name": VERSION, "served": True, "storage": True,
+                "schema": {"openAPIV3Schema": openapi_schema()},
+                "subresources": {"status": {}},
+                "additionalPrinterColumns": PRINTER_COLUMNS,
+            }],
+        },
+    }
+
+
+def render_crd_yaml() -> str:
+    """The CRD as the YAML text that is checked in (stable key order, generated-file header)."""
+    header = "# Generated by `python -m finetune_api.crd` from the pydantic models in api/finetune_api. Do not edit.\n"
+    return header + yaml.safe_dump(build_crd(), sort_keys=False, width=120)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write the CRD into the directory given (default: crds/ of the repository)."""
+    argv = sys.argv[1:] if argv is None else argv
+    out_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "crds"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    target = out_dir / CRD_FILE
+    tmp = target.with_suffix(".tmp")
+    tmp.write_text(render_crd_yaml(), encoding="utf-8")
+    tmp.replace(target)
+    print(target)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,37 @@
+"""The torchrun command line for a job: shared by `finetune run` and the operator's pod template.
+
+Kept here (no torch import) so the operator can render it and the local CLI can run it from one function:
+the pods and a laptop start the trainer the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+TRAINER_MODULE = "finetune_trainer.entrypoint"
+RDZV_PORT = 29500
+
+
+def torchrun_args(*, nodes: int, nproc_per_node: int, config_path: str, node_rank: Optional[str] = None,
+                  master_addr: Optional[str] = None, master_port: int = RDZV_PORT) -> list[str]:
+    """Arguments after `torchrun` (or `python -m torch.distributed.run`).
+
+    Args:
+        nodes: pods in the run; 1 runs standalone (local rendezvous).
+        nproc_per_node: processes per pod (one per GPU, or 1 on CPU).
+        config_path: the TrainerConfig JSON file each process reads.
+        node_rank: this pod's rank, usually `$(JOB_COMPLETION_INDEX)` expanded by Kubernetes.
+        master_addr: the host of node rank 0 (pod 0 through the headless Service).
+        master_port: the rendezvous port on `master_addr`.
+
+    Returns:
+        The argv list; the trainer module and its `--config` come last.
+    """
+    if nodes == 1:
+        head = ["--standalone", "--nnodes", "1"]
+    else:
+        if master_addr is None or node_rank is None:
+            raise ValueError("multi-node runs need master_addr and node_rank")
+        head = ["--nnodes", str(nodes), "--node-rank", node_rank, "--master-addr", master_addr,
+                "--master-port", str(master_port)]
+    return head + ["--nproc-per-node", str(nproc_per_node), "-m", TRAINER_MODULE, "--config", config_path]

@@ -1,0 +1,29 @@
+"""Where results go (`spec.output`): checkpoints, the adapter or merged weights, and the manifest."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from .base import SpecModel
+from .volume import OutputVolume
+
+
+class OutputSpec(SpecModel):
+    """The output directory and the checkpoint policy."""
+
+    path: str = Field(
+        ..., min_length=1, max_length=4096,
+        description="Directory the adapter (or full weights), tokenizer, manifest.json, checkpoints/ and "
+        "TensorBoard events are written to. Locally a filesystem path (relative to the spec file); in a "
+        "cluster the path inside `volume`.",
+    )
+    volume: Optional[OutputVolume] = Field(None, description="Cluster only: the volume that holds `path`.")
+    save_every_steps: int = Field(
+        100, ge=1, le=10_000_000, description="Write a resumable checkpoint every N optimizer steps."
+    )
+    keep_last_checkpoints: int = Field(2, ge=1, le=1000, description="Checkpoints kept; older ones are deleted.")
+    merge_adapter: bool = Field(
+        False, description="Also write the base model with the adapter merged in (safetensors shards)."
+    )

@@ -1,0 +1,148 @@
+"""Cross-field rules of the FineTuneJob spec, in one place, in two languages.
+
+Each rule is written once as a CEL expression (the API server enforces it through the CRD's
+`x-kubernetes-validations`, so `kubectl apply` refuses a bad job) and once as a Python predicate (pydantic
+enforces it for `finetune validate/run` and in the operator). The two are side by side so they cannot
+drift unnoticed; tests/unit/test_rules.py checks both against the same good and bad specs, and the cluster
+tier checks the API server refuses the bad ones.
+
+CEL sees the object as stored: optional fields may be absent, hence the `has()` guards; Python sees the
+parsed model with defaults filled in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One cross-field rule.
+
+    Attributes:
+        on: dotted path of the object the rule is attached to (`spec`, `spec.model`, ...).
+        field: the field the error is reported on, relative to `on` (used as CEL `fieldPath`).
+        cel: the rule in CEL, `self` being the object at `on`.
+        message: what a person reads when the rule fails; names the field and the fix.
+        check: the same rule in Python, given the parsed model at `on`; True when the object is valid.
+    """
+
+    on: str
+    field: str
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+
+
+def _gpus_may_be_present(dist: Any) -> bool:
+    return dist.gpus_per_node != 0
+
+
+RULES: tuple[Rule, ...] = (
+    Rule(
+        "spec.model", "path", "has(self.path) != has(self.hubId)",
+        "set exactly one of spec.model.path and spec.model.hubId",
+        lambda m: (m.path is None) != (m.hub_id is None),
+    ),
+    Rule(
+        "spec.dataset", "paths", "has(self.paths) != has(self.hubId)",
+        "set exactly one of spec.dataset.paths and spec.dataset.hubId",
+        lambda d: (d.paths is None) != (d.hub_id is None),
+    ),
+    Rule(
+        "spec.dataset", "validationPaths", "!(has(self.validationSplit) && has(self.validationPaths))",
+        "set at most one of spec.dataset.validationSplit and spec.dataset.validationPaths",
+        lambda d: not (d.validation_split is not None and d.validation_paths is not None),
+    ),
+    Rule(
+        "spec.training", "maxSteps", "!(has(self.epochs) && has(self.maxSteps))",
+        "set at most one of spec.training.epochs and spec.training.maxSteps",
+        lambda t: not (t.epochs is not None and t.max_steps is not None),
+    ),
+    Rule(
+        "spec.method", "lora", "!has(self.lora) || !has(self.type) || self.type in ['lora', 'qlora']",
+        "spec.method.lora applies only to method type lora or qlora",
+        lambda m: m.lora is None or m.type in ("lora", "qlora"),
+    ),
+    Rule(
+        "spec.method", "spectrum", "!has(self.spectrum) || (has(self.type) && self.type == 'spectrum')",
+        "spec.method.spectrum applies only to method type spectrum",
+        lambda m: m.spectrum is None or m.type == "spectrum",
+    ),
+    Rule(
+        "spec.output.volume", "claimName", "has(self.claimName) != has(self.create)",
+        "set exactly one of spec.output.volume.claimName and spec.output.volume.create",
+        lambda v: (v.claim_name is None) != (v.create is None),
+    ),
+    Rule(
+        "spec.distributed", "cpuOffload",
+        "!has(self.cpuOffload) || !self.cpuOffload || !has(self.strategy) || self.strategy != 'ddp'",
+        "spec.distributed.cpuOffload needs a sharded strategy (fsdp, deepspeed-zero2, deepspeed-zero3 or auto), not ddp",
+        lambda d: not d.cpu_offload or d.strategy != "ddp",
+    ),
+    Rule(
+        "spec.distributed", "strategy",
+        "!has(self.strategy) || !self.strategy.startsWith('deepspeed') || !has(self.gpusPerNode) || self.gpusPerNode != 0",
+        "spec.distributed.strategy deepspeed-* needs GPUs; gpusPerNode is 0",
+        lambda d: not d.strategy.startswith("deepspeed") or _gpus_may_be_present(d),
+    ),
+    Rule(
+        "spec", "method",
+        "!has(self.method) || !has(self.method.type) || self.method.type != 'qlora' || !has(self.distributed) "
+        "|| !has(self.distributed.gpusPerNode) || self.distributed.gpusPerNode != 0",
+        "spec.method.type qlora quantises the base to 4-bit with bitsandbytes and needs a GPU; "
+        "spec.distributed.gpusPerNode is 0",
+        lambda s: s.method.type != "qlora" or _gpus_may_be_present(s.distributed),
+    ),
+    Rule(
+        "spec", "objective",
+        "!has(self.objective) || !has(self.objective.type) || !(self.objective.type in ['dpo', 'orpo']) "
+        "|| self.dataset.format == 'preference'",
+        "spec.objective.type dpo/orpo trains on preference data: set spec.dataset.format to preference",
+        lambda s: s.objective.type not in ("dpo", "orpo") or s.dataset.format == "preference",
+    ),
+    Rule(
+        "spec", "dataset",
+        "self.dataset.format != 'preference' || (has(self.objective) && has(self.objective.type) "
+        "&& self.objective.type in ['dpo', 'orpo'])",
+        "spec.dataset.format preference needs spec.objective.type dpo or orpo",
+        lambda s: s.dataset.format != "preference" or s.objective.type in ("dpo", "orpo"),
+    ),
+    Rule(
+        "spec", "dataset",
+        "!has(self.dataset.packing) || !self.dataset.packing || self.dataset.format != 'preference'",
+        "spec.dataset.packing does not apply to preference data (chosen and rejected must stay paired)",
+        lambda s: not s.dataset.packing or s.dataset.format != "preference",
+    ),
+    Rule(
+        "spec", "output",
+        "!has(self.output.mergeAdapter) || !self.output.mergeAdapter || !has(self.method) "
+        "|| !has(self.method.type) || self.method.type in ['lora', 'qlora']",
+        "spec.output.mergeAdapter needs an adapter: method type lora or qlora",
+        lambda s: not s.output.merge_adapter or s.method.type in ("lora", "qlora"),
+    ),
+)
+
+# Fields of spec that may change after creation; every other top-level field is immutable.
+MUTABLE_SPEC_FIELDS: frozenset[str] = frozenset({"suspend"})
+
+
+def immutability_rule(field: str) -> dict:
+    """The CEL transition rule that refuses any change of `spec.<field>` after creation."""
+    return {
+        "rule": f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || self.{field} == oldSelf.{field})",
+        "message": f"spec.{field} is immutable after creation (only spec.suspend may change); "
+        "delete the FineTuneJob and create a new one",
+        "fieldPath": f".{field}",
+    }
+
+
+def rules_on(path: str) -> list[Rule]:
+    """The rules attached to the object at `path`."""
+    return [r for r in RULES if r.on == path]
+
+
+def violations(obj: Any, path: str) -> list[tuple[str, str]]:
+    """(field path, message) for every rule attached at `path` that `obj` breaks."""
+    return [(f"{path}.{r.field}", r.message) for r in rules_on(path) if not r.check(obj)]

@@ -1,0 +1,55 @@
+"""References to Kubernetes volumes and Secrets: the only way a spec points at storage or credentials.
+
+Secrets are referenced, never inlined: the spec holds a Secret's name and key, the pod reads the value
+through `secretKeyRef`, and no ConfigMap, status, event or log line ever carries it.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+from pydantic import Field
+
+from .base import SpecModel
+
+_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+
+
+class VolumeSource(SpecModel):
+    """An existing PersistentVolumeClaim, mounted read-only for inputs."""
+
+    claim_name: str = Field(
+        ..., max_length=253, pattern=_DNS_LABEL, description="Name of a PersistentVolumeClaim in the job's namespace."
+    )
+    sub_path: Optional[str] = Field(None, max_length=4096, description="Sub-directory of the volume to mount.")
+
+
+class NewVolume(SpecModel):
+    """A PersistentVolumeClaim the operator creates for the output (owned by the FineTuneJob)."""
+
+    size: str = Field(
+        ..., max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
+        description="Requested storage, a Kubernetes quantity such as `50Gi`.",
+    )
+    storage_class_name: Optional[str] = Field(
+        None, max_length=253, description="StorageClass of the new claim; the cluster default when unset."
+    )
+
+
+class OutputVolume(SpecModel):
+    """Where the output lives in a cluster: an existing claim or one the operator creates."""
+
+    claim_name: Optional[str] = Field(
+        None, max_length=253, pattern=_DNS_LABEL,
+        description="An existing PersistentVolumeClaim to write into. Exactly one of `claimName` and `create`.",
+    )
+    create: Optional[NewVolume] = Field(
+        None, description="Have the operator create a claim for this job (deleted with the job)."
+    )
+
+
+class SecretKeyRef(SpecModel):
+    """A key of a Secret in the job's namespace."""
+
+    name: str = Field(..., max_length=253, pattern=_DNS_LABEL, description="Name of the Secret.")
+    key: str = Field("token", max_length=253, description="Key inside the Secret.")

@@ -1,0 +1,71 @@
+"""Fixtures for the "cluster" test tier: one real control plane (etcd, kube-apiserver, controller-manager,
+scheduler, kwok) per test session, with one fake GPU node, so tests see what a user of a real cluster sees.
+
+Binaries come from $FINETUNE_K8S_BIN if set, else from scripts/install-cluster-tools.sh (a no-op once built;
+a cold build takes many minutes, so CI should run that script as its own step first).
+Every test under tests/cluster gets the `cluster` marker.
+Set FINETUNE_KEEP_CLUSTER=1 to keep the temp dir (certs, kubeconfig, logs/) after the session.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+if str(HERE) not in sys.path:  # works whatever --import-mode is
+    sys.path.insert(0, str(HERE))
+
+from controlplane import GPU_NODE, ControlPlane  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "cluster: needs the local Kubernetes control plane (tests/cluster)")
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if HERE in Path(str(item.path)).resolve().parents:
+            item.add_marker(pytest.mark.cluster)
+
+
+def cluster_bin_dir() -> Path:
+    if os.environ.get("FINETUNE_K8S_BIN"):
+        return Path(os.environ["FINETUNE_K8S_BIN"])
+    res = subprocess.run(["bash", str(REPO / "scripts" / "install-cluster-tools.sh")],
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        tail = "\n".join(res.stderr.splitlines()[-30:])
+        pytest.fail(f"scripts/install-cluster-tools.sh failed ({res.returncode}):\n{tail}", pytrace=False)
+    return Path(res.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="session")
+def control_plane():
+    workdir = Path(tempfile.mkdtemp(prefix="finetune-k8s-"))
+    cp = ControlPlane(cluster_bin_dir(), workdir)
+    try:
+        cp.start()
+        cp.add_gpu_node(GPU_NODE, gpus=2)
+        yield cp
+    finally:
+        keep = os.environ.get("FINETUNE_KEEP_CLUSTER") == "1"
+        cp.stop(remove=not keep)
+        if keep:
+            print(f"\ncontrol plane files kept in {workdir}", file=sys.stderr)
+
+
+@pytest.fixture
+def namespace(control_plane: ControlPlane):
+    """A fresh namespace (with its default ServiceAccount) per test, deleted afterwards without waiting."""
+    name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
+    yield name
+    control_plane.kubectl("delete", "namespace", name, "--wait=false")

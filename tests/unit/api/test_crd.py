@@ -1,0 +1,69 @@
+"""The checked-in CRD is exactly what the models generate, and is a structural schema the API server takes."""
+
+from pathlib import Path
+
+from finetune_api.crd import CRD_FILE, build_crd, render_crd_yaml
+from finetune_api.rules import RULES
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_checked_in_crd_is_fresh():
+    on_disk = (REPO / "crds" / CRD_FILE).read_text()
+    assert on_disk == render_crd_yaml(), "crds/ is stale: run `make crd` (python -m finetune_api.crd) and commit"
+
+
+def _schema():
+    return build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+
+def _walk(node, path="", out=None):
+    out = [] if out is None else out
+    out.append((path, node))
+    for k, v in node.get("properties", {}).items():
+        _walk(v, f"{path}.{k}", out)
+    if "items" in node:
+        _walk(node["items"], f"{path}[]", out)
+    return out
+
+
+def test_schema_is_structural():
+    for path, node in _walk(_schema()):
+        assert "$ref" not in node and "anyOf" not in node and "title" not in node, path
+        assert "type" in node or node.get("x-kubernetes-int-or-string") or node.get(
+            "x-kubernetes-preserve-unknown-fields"), f"{path} has no type"
+
+
+def test_every_spec_field_has_a_description():
+    for path, node in _walk(_schema()):
+        if path.startswith(".spec.") and not path.endswith("[]"):
+            assert node.get("description"), f"{path} has no description (kubectl explain would show nothing)"
+
+
+def test_enums_ranges_and_required_fields_are_in_the_schema():
+    spec = _schema()["properties"]["spec"]
+    assert spec["required"] == ["model", "dataset", "output"]
+    assert spec["properties"]["method"]["properties"]["type"]["enum"] == ["lora", "qlora", "full", "spectrum"]
+    lr = spec["properties"]["training"]["properties"]["learningRate"]
+    assert lr["exclusiveMinimum"] == 0 and lr["maximum"] == 1
+    mbs = spec["properties"]["training"]["properties"]["microBatchSize"]
+    assert mbs["x-kubernetes-int-or-string"] is True
+    assert "self >= 1" in mbs["x-kubernetes-validations"][0]["rule"]
+
+
+def test_every_cross_field_rule_and_immutability_is_attached():
+    attached = {v["rule"] for _, node in _walk(_schema()) for v in node.get("x-kubernetes-validations", [])}
+    for r in RULES:
+        assert r.cel in attached, f"rule not in the CRD: {r.message}"
+    spec_rules = [v["rule"] for v in _schema()["properties"]["spec"]["x-kubernetes-validations"]]
+    assert any("oldSelf.model" in r for r in spec_rules)
+    assert not any("oldSelf.suspend" in r for r in spec_rules), "suspend must stay mutable"
+
+
+def test_crd_conventions():
+    crd = build_crd()
+    names = crd["spec"]["names"]
+    assert names["shortNames"] == ["ftj"] and "finetune" in names["categories"]
+    v = crd["spec"]["versions"][0]
+    assert v["subresources"] == {"status": {}}
+    assert [c["name"] for c in v["additionalPrinterColumns"]][:3] == ["Phase", "Progress", "Loss"]

@@ -1,0 +1,32 @@
+"""What this version of the trainer can run, checked before anything loads.
+
+The spec accepts every option of the API (the API is versioned separately from the trainer); an option the
+trainer cannot run yet is refused here with NotSupportedYet naming the field, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from finetune_api.trainer_config import TrainerConfig
+
+from .errors import NotSupportedYet
+
+SUPPORTED_METHODS = frozenset({"lora", "full"})
+SUPPORTED_OBJECTIVES = frozenset({"sft", "cpt"})
+SUPPORTED_STRATEGIES = frozenset({"single", "ddp"})
+
+
+def check_supported(cfg: TrainerConfig) -> None:
+    """Raise NotSupportedYet for the first option in `cfg` this trainer cannot run.
+
+    Raises:
+        NotSupportedYet: names the field and the value.
+    """
+    spec = cfg.job.spec
+    if spec.method.type not in SUPPORTED_METHODS:
+        raise NotSupportedYet("spec.method.type", f"method '{spec.method.type}'")
+    if spec.objective.type not in SUPPORTED_OBJECTIVES:
+        raise NotSupportedYet("spec.objective.type", f"objective '{spec.objective.type}'")
+    if cfg.strategy not in SUPPORTED_STRATEGIES:
+        raise NotSupportedYet("spec.distributed.strategy", f"strategy '{cfg.strategy}'")
+    if spec.distributed.cpu_offload:
+        raise NotSupportedYet("spec.distributed.cpuOffload", "CPU offload")

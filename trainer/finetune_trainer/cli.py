@@ -1,0 +1,112 @@
+"""`finetune`: the user's command line — validate, explain, render, run.
+
+`validate` and `explain` import no torch (they answer in well under a second); `run` plans the launch
+(refusing what cannot run before anything loads), then starts torchrun exactly as a pod does.
+Exit status: 0 ok, 1 unexpected failure, 2 a problem with the user's input (spec, data, model, machine).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from finetune_api import SpecError, load_job
+
+
+def _cmd_validate(args) -> int:
+    job = load_job(args.spec)
+    s = job.spec
+    print(f"{args.spec}: valid FineTuneJob '{job.metadata.name}' ({s.method.type} + {s.objective.type}, "
+          f"{s.dataset.format} data)")
+    return 0
+
+
+def _cmd_explain(args) -> int:
+    from finetune_api.explain import UnknownField, explain
+
+    try:
+        print(explain(args.field or ""))
+    except UnknownField as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _cmd_render(args) -> int:
+    import yaml
+
+    from finetune_operator.render import render_children
+
+    job = load_job(args.spec)
+    if not job.metadata.namespace:
+        job.metadata.namespace = args.namespace
+    docs = render_children(job, uid=args.uid, image=args.image)
+    print(yaml.safe_dump_all(docs, sort_keys=False), end="")
+    return 0
+
+
+def _cmd_run(args) -> int:
+    from .launch import describe, plan_local, read_summary, run_local
+
+    job = load_job(args.spec)
+    cfg = plan_local(job, Path(args.spec))
+    print(describe(cfg), flush=True)
+    status = run_local(cfg)
+    if status != 0:
+        return status
+    summary = read_summary(cfg.output_dir)
+    m = summary["metrics"]
+    out = Path(cfg.output_dir)
+    print(f"done: {m['steps']} steps, final loss {m['final_loss']:.4f}"
+          + (f", eval loss {m['final_eval_loss']:.4f}" if m.get("final_eval_loss") is not None else "")
+          + (f", eval exact match {m['eval_exact_match']:.1%}" if m.get("eval_exact_match") is not None else ""))
+    print(f"output:      {out}  (manifest.json lists every file with its sha256)")
+    print(f"tensorboard: tensorboard --logdir {out / 'runs'}")
+    if (out / "training_curves.png").exists():
+        print(f"curves:      {out / 'training_curves.png'}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The `finetune` argument parser."""
+    ap = argparse.ArgumentParser(prog="finetune", description="Fine-tune an LLM from one FineTuneJob YAML.")
+    sub = ap.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("validate", help="check a FineTuneJob file; errors name the file, line and field")
+    p.add_argument("spec")
+    p.set_defaults(func=_cmd_validate)
+    p = sub.add_parser("explain", help="describe a field of the spec, e.g. spec.method.lora")
+    p.add_argument("field", nargs="?")
+    p.set_defaults(func=_cmd_explain)
+    p = sub.add_parser("render", help="print the Kubernetes objects the operator would create")
+    p.add_argument("spec")
+    p.add_argument("--namespace", default="default")
+    p.add_argument("--uid", default="00000000-0000-0000-0000-000000000000", help="owner uid to reference")
+    p.add_argument("--image", default=None, help="trainer image (default: the operator's default)")
+    p.set_defaults(func=_cmd_render)
+    p = sub.add_parser("run", help="train locally (CPU or local GPUs) through torchrun, as a pod would")
+    p.add_argument("spec")
+    p.set_defaults(func=_cmd_run)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `finetune` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except SpecError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        from .errors import TrainerInputError
+
+        if isinstance(e, TrainerInputError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

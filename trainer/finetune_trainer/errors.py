@@ -1,0 +1,27 @@
+"""Errors the trainer reports as one clean line (no traceback), each naming the field or file at fault.
+
+Anything raised as one of these is a problem with the user's input or environment, not a bug: the
+entrypoint prints it, writes it to the termination message, and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class TrainerInputError(ValueError):
+    """Base class: a problem the user can fix in their spec, data, model or machine."""
+
+
+class NotSupportedYet(TrainerInputError):
+    """A spec option that validates but this version cannot run yet (never silently ignored)."""
+
+    def __init__(self, field: str, what: str):
+        self.field = field
+        super().__init__(f"{field}: {what} is not supported yet by this version of finetune-operator")
+
+
+class ModelLoadError(TrainerInputError):
+    """The model or tokenizer at spec.model cannot be loaded."""
+
+
+class EnvironmentProblem(TrainerInputError):
+    """The machine cannot run the spec as written (e.g. no GPU for qlora)."""
