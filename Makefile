@@ -38,10 +38,11 @@ clean-quickstart:
 test: venv
 	bash scripts/install-cluster-tools.sh
 	bash scripts/install-prometheus.sh
-	.venv/bin/python -m pytest -m "not gpu" -o addopts="--strict-markers -p no:cacheprovider" -q tests
+	.venv/bin/python -m pytest -m "not gpu" -o addopts="--strict-markers -p no:cacheprovider --import-mode=importlib" -q tests
 
 test-fast: venv
 	.venv/bin/python -m pytest -q
 
 crd: venv
 	.venv/bin/python -m finetune_api.crd
+	.venv/bin/python -m finetune_api.docs

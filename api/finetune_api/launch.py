@@ -35,3 +35,15 @@ def torchrun_args(*, nodes: int, nproc_per_node: int, config_path: str, node_ran
         head = ["--nnodes", str(nodes), "--node-rank", node_rank, "--master-addr", master_addr,
                 "--master-port", str(master_port)]
     return head + ["--nproc-per-node", str(nproc_per_node), "-m", TRAINER_MODULE, "--config", config_path]
+
+
+def resolve_strategy(requested: str, method: str, world_size: int) -> str:
+    """`auto` -> a concrete strategy; one process never needs one ("single").
+
+    Shared by `finetune run` (trainer) and the operator's rendered TrainerConfig, so both decide alike.
+    """
+    if world_size == 1:
+        return "single"
+    if requested != "auto":
+        return requested
+    return "fsdp" if method in ("full", "spectrum") else "ddp"

@@ -65,7 +65,8 @@ def control_plane():
 
 @pytest.fixture
 def namespace(control_plane: ControlPlane):
-    """A fresh namespace (with its default ServiceAccount) per test, deleted afterwards without waiting."""
+    """A fresh namespace (with its default ServiceAccount) per test, deleted afterwards without waiting:
+    GPUs held by its still-running pods are freed a few seconds later, when kwok has deleted them."""
     name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")

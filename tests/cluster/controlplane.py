@@ -51,16 +51,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
-    """Poll check() until it returns something truthy; raise TimeoutError naming `what` after `timeout`."""
+def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2,
+             retry_on: tuple[type[BaseException], ...] = (Exception,)) -> T:
+    """Poll check() until it returns something truthy; raise TimeoutError naming `what` after `timeout`.
+
+    Exceptions in `retry_on` count as "not yet"; an AssertionError (a definite failure) and anything else
+    propagate at once.
+    """
     deadline = time.monotonic() + timeout
-    last_exc: Exception | None = None
+    last_exc: BaseException | None = None
     while True:
         try:
             result = check()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - surfaced in the timeout message
+        except AssertionError:
+            raise
+        except retry_on as exc:
             last_exc = exc
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
@@ -169,7 +176,7 @@ class ControlPlane:
         return json.loads(res.stdout)
 
     def apply(self, obj: dict) -> subprocess.CompletedProcess:
-        """Server-side create-or-update of one object given as a dict; raises on failure."""
+        """Create or update one object given as a dict (`kubectl apply`); raises on failure."""
         res = self.kubectl("apply", "-f", "-", input=json.dumps(obj))
         if res.returncode != 0:
             raise ControlPlaneError(f"kubectl apply failed: {res.stderr.strip()}")
@@ -293,7 +300,7 @@ current-context: test
                 return None
 
         try:
-            wait_for(step, self.startup_timeout, f"{name}: {what}", interval=0.25)
+            wait_for(step, self.startup_timeout, f"{name}: {what}", interval=0.25, retry_on=())
         except (TimeoutError, ControlPlaneError) as exc:
             raise ControlPlaneError(f"{exc}\n--- last lines of {self.logs / (name + '.log')} ---\n"
                                     f"{_tail(self.logs / (name + '.log'))}") from None

@@ -14,8 +14,13 @@ def _pod(name: str, namespace: str, gpus: int, labels: dict | None = None) -> di
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
         "spec": {"restartPolicy": "Never",
                  "containers": [{"name": "trainer", "image": IMAGE,
-                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
+                                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}}]},
     }
+
+
+def _pod_in_phase(cp: ControlPlane, namespace: str, name: str, phase: str) -> dict | None:
+    pod = cp.get_json("pod", name, "-n", namespace)
+    return pod if pod and pod.get("status", {}).get("phase") == phase else None
 
 
 def test_gpu_node_is_ready_with_two_gpus(control_plane: ControlPlane):
@@ -93,15 +98,35 @@ def test_deleting_owner_garbage_collects_child(control_plane: ControlPlane, name
 
 def test_chaos_labelled_pod_fails(control_plane: ControlPlane, namespace: str):
     control_plane.apply(_pod("doomed", namespace, gpus=1, labels={CHAOS_FAIL_LABEL: "true"}))
+    control_plane.apply(_pod("bystander", namespace, gpus=0))  # no label, no Job: kwok keeps it Running
 
-    def failed():
-        pod = control_plane.get_json("pod", "doomed", "-n", namespace)
-        return pod if pod.get("status", {}).get("phase") == "Failed" else None
-
-    pod = wait_for(failed, 60, "pod doomed to be Failed")
+    pod = wait_for(lambda: _pod_in_phase(control_plane, namespace, "doomed", "Failed"), 60,
+                   "pod doomed to be Failed")
     assert pod["spec"]["nodeName"] == GPU_NODE
     state = pod["status"]["containerStatuses"][0]["state"]
     assert state["terminated"]["exitCode"] != 0, state
+    bystander = wait_for(lambda: _pod_in_phase(control_plane, namespace, "bystander", "Running"), 30,
+                         "pod bystander to be Running")
+    assert bystander["spec"]["nodeName"] == GPU_NODE
+
+
+def test_chaos_labelled_job_fails(control_plane: ControlPlane, namespace: str):
+    """The chaos stage outweighs pod-complete, so a Job whose pods carry the label fails deterministically."""
+    template = _pod("x", namespace, gpus=1, labels={CHAOS_FAIL_LABEL: "true"})
+    control_plane.apply({
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "crash", "namespace": namespace},
+        "spec": {"completions": 1, "backoffLimit": 0,
+                 "template": {"metadata": {"labels": template["metadata"]["labels"]}, "spec": template["spec"]}},
+    })
+
+    def failed():
+        job = control_plane.get_json("job", "crash", "-n", namespace)
+        conds = {c["type"]: c for c in job.get("status", {}).get("conditions", [])}
+        assert conds.get("Complete", {}).get("status") != "True", job["status"]
+        return conds.get("Failed") if conds.get("Failed", {}).get("status") == "True" else None
+
+    cond = wait_for(failed, 90, "Job crash to be Failed")
+    assert cond["reason"] == "BackoffLimitExceeded", cond
 
 
 def test_helm_reaches_the_cluster(control_plane: ControlPlane):

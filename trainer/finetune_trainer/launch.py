@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Optional
 
 from finetune_api.job import FineTuneJob
-from finetune_api.launch import torchrun_args
+from finetune_api.launch import resolve_strategy, torchrun_args  # noqa: F401  (re-exported)
 from finetune_api.trainer_config import TrainerConfig
 
 from .capabilities import check_supported
@@ -84,15 +84,6 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
     )
     check_supported(cfg)
     return cfg
-
-
-def resolve_strategy(requested: str, method: str, world_size: int) -> str:
-    """`auto` -> a concrete strategy; one process never needs one ("single")."""
-    if world_size == 1:
-        return "single"
-    if requested != "auto":
-        return requested
-    return "fsdp" if method in ("full", "spectrum") else "ddp"
 
 
 def describe(cfg: TrainerConfig) -> str:

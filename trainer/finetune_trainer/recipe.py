@@ -188,15 +188,12 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
 # --- the pieces the loop uses ------------------------------------------------------------------------
 
 def _load_data(cfg: TrainerConfig, tokenizer):
-    from .data import load_datasets, pack_examples
+    from .data import load_datasets
 
     spec = cfg.job.spec
     ds = spec.dataset.model_copy(update={"paths": cfg.dataset_paths, "validation_paths": cfg.validation_paths})
-    bundle = load_datasets(ds, tokenizer, seed=spec.training.seed, base_dir=Path(cfg.output_dir).parent,
-                           objective=spec.objective.type)
-    if ds.packing:
-        bundle.train = pack_examples(bundle.train, ds.max_length, seed=spec.training.seed)
-    return bundle
+    return load_datasets(ds, tokenizer, seed=spec.training.seed, base_dir=Path(cfg.output_dir).parent,
+                         objective=spec.objective.type)
 
 
 def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int, seed: int, d: Dist,

@@ -5,7 +5,10 @@ So we *create* a model the way a hub model was created — random init from a `L
 trained with `tokenizers` on the dataset's own text, both written with `save_pretrained` — and from then on
 the trainer loads it through `AutoModelForCausalLM.from_pretrained` like any other model directory.
 
-Digits are split one per token so arithmetic-like tasks are learnable by a model this small.
+Digits are split one per token so arithmetic-like tasks are learnable by a model this small. The output
+head is scaled up after the random init: a random head's rows are so short that, behind the final RMSNorm,
+no hidden state can give any token more than a few percent probability — a frozen-head method (LoRA) could
+then never fit the data, while a pretrained model's head has no such limit.
 """
 
 from __future__ import annotations
@@ -15,10 +18,8 @@ import json
 from pathlib import Path
 from typing import Iterable
 
-CHATML_TEMPLATE = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from finetune_trainer.data.chat import CHATML_TEMPLATE  # the house default template, also used for the tiny model
+
 SPECIAL_TOKENS = ["<pad>", "<s>", "</s>", "<unk>", "<|im_start|>", "<|im_end|>"]
 
 
@@ -65,7 +66,7 @@ def train_tokenizer(texts: list[str], vocab_size: int = 512):
 
 
 def create_tiny_model(out_dir: str | Path, corpus: list[str], *, hidden: int = 128, layers: int = 4,
-                      heads: int = 4, vocab_size: int = 512, seed: int = 0) -> Path:
+                      heads: int = 4, vocab_size: int = 512, seed: int = 0, head_scale: float = 10.0) -> Path:
     """Write a random-init Llama model + trained tokenizer to `out_dir` (atomically: temp dir, then rename).
 
     Args:
@@ -73,6 +74,7 @@ def create_tiny_model(out_dir: str | Path, corpus: list[str], *, hidden: int = 1
         corpus: texts to train the tokenizer on.
         hidden, layers, heads, vocab_size: model size (defaults give ~0.9M parameters).
         seed: torch seed for the random init.
+        head_scale: factor on the random output head (see the module docstring).
 
     Returns:
         The directory written.
@@ -96,6 +98,8 @@ def create_tiny_model(out_dir: str | Path, corpus: list[str], *, hidden: int = 1
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(cfg)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(head_scale)
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     tmp.rename(out)

@@ -67,3 +67,9 @@ def test_crd_conventions():
     v = crd["spec"]["versions"][0]
     assert v["subresources"] == {"status": {}}
     assert [c["name"] for c in v["additionalPrinterColumns"]][:3] == ["Phase", "Progress", "Loss"]
+
+
+def test_checked_in_spec_doc_is_fresh():
+    from finetune_api.docs import DOC_FILE, render_spec_doc
+
+    assert (REPO / "docs" / DOC_FILE).read_text() == render_spec_doc(), "docs/spec.md is stale: run `make crd`"

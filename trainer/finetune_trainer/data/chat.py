@@ -11,10 +11,11 @@ is a prefix of rendering the first i+1 — and read the spans off rendered prefi
 
 The trailing whitespace after the end-of-turn token is not trained (at inference the model stops at the
 end token and never emits it). The full text is then tokenized once, with character offsets, and a token
-is trained when it *starts* inside a span, so the token ids are exactly those of tokenizing the whole
-conversation — what the model sees at inference through `apply_chat_template`. A template that rewrites
-earlier turns (e.g. one that drops reasoning from all but the last reply) is not prefix-stable; we refuse
-it, naming the template, instead of training on misplaced spans.
+is trained when it overlaps a span — so a token that merges the prompt's last character with the answer's
+first is trained, the same place trl's token-divergence rule puts the boundary — and the token ids are
+exactly those of tokenizing the whole conversation, what the model sees through `apply_chat_template`.
+A template that rewrites earlier turns (e.g. one that drops reasoning from all but the last reply) is not
+prefix-stable; we refuse it, naming the template, instead of training on misplaced spans.
 
 The template is the spec's `chatTemplate`, else the tokenizer's own, else the built-in ChatML below. We
 never add a BOS token to chat text: if the model wants one, its template writes `{{ bos_token }}`, exactly
@@ -142,7 +143,7 @@ def trained_spans(messages: list, tokenizer, template: ChatTemplate, *, file: st
 
 
 def label_by_spans(text: str, spans: list[tuple[int, int]], tokenizer) -> tuple[list[int], list[bool]]:
-    """Tokenize `text` once and mark the tokens that start inside one of `spans`.
+    """Tokenize `text` once and mark the tokens that overlap one of `spans`.
 
     Args:
         text: the rendered text (special tokens written out, as templates do).
@@ -160,8 +161,8 @@ def label_by_spans(text: str, spans: list[tuple[int, int]], tokenizer) -> tuple[
                          "with use_fast=True or convert it")
     enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     trained, k = [], 0
-    for start, _end in enc["offset_mapping"]:
+    for start, end in enc["offset_mapping"]:
         while k < len(spans) and start >= spans[k][1]:
             k += 1
-        trained.append(k < len(spans) and spans[k][0] <= start < spans[k][1])
+        trained.append(k < len(spans) and max(end, start + 1) > spans[k][0])
     return list(enc["input_ids"]), trained

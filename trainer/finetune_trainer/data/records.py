@@ -91,7 +91,7 @@ class _Row:
                 where = f"line {self.line}" if not self.file.startswith("hub:") else f"row {self.line}"
                 raise self.fail(f"{where} looks like '{other}' but spec.dataset.format is '{self.fmt}'; "
                                 f"set spec.dataset.format to '{other}' or convert the data")
-        raise self.fail(f"missing key '{key}' ({self.fmt} lines need {needs}; this line has "
+        raise self.fail(f"missing key '{key}' ({self.fmt} examples need {needs}; this one has "
                         f"{', '.join(repr(k) for k in sorted(keys)) or 'no keys'})")
 
     def text(self, key: str, value: Any, *, allow_empty: bool = False) -> str:
@@ -173,7 +173,8 @@ def normalize(obj: Any, fmt: str, file: str, line: Optional[int]) -> Record:
         if isinstance(prompt, list) or isinstance(completion, list):
             if not (isinstance(prompt, list) and isinstance(completion, list)):
                 raise row.fail("'prompt' and 'completion' must both be strings or both be lists of messages")
-            data = {"prompt": row.messages("prompt", prompt, reply=False), "completion": row.messages("completion", completion)}
+            data = {"prompt": row.messages("prompt", prompt, reply=False),
+                    "completion": row.messages("completion", completion)}
         else:
             data = {"prompt": row.text("prompt", prompt), "completion": row.text("completion", completion)}
         return Record("prompt-completion", data, file, line)

@@ -1,0 +1,127 @@
+"""Spec in, manifests out: every object the operator creates for one FineTuneJob.
+
+Why pure: the same function backs `finetune render job.yaml` (users and tests see the objects without a
+cluster) and the operator's create handler (which only applies what this returns). No I/O, no clock, no
+randomness: the same job and uid always give the same manifests, which is what makes create-if-absent after an
+operator restart a no-op. Inputs are never mutated.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from finetune_api.job import FineTuneJob
+from finetune_api.launch import RDZV_PORT
+
+from . import names
+from .trainer_config import CONFIG_FILE, METRICS_PORT, RenderError, build_trainer_config
+from .workload import build_job
+
+DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
+IMAGE_ENV = "FINETUNE_TRAINER_IMAGE"
+
+__all__ = ["DEFAULT_TRAINER_IMAGE", "RenderError", "build_configmap", "build_job", "build_output_pvc",
+           "build_service", "build_service_account", "default_image", "render_children"]
+
+
+def default_image() -> str:
+    """The operator's trainer image: $FINETUNE_TRAINER_IMAGE (set by the Helm chart), else the release's."""
+    return os.environ.get(IMAGE_ENV) or DEFAULT_TRAINER_IMAGE
+
+
+def _meta(job: FineTuneJob, name: str, component: str, uid: str) -> dict:
+    return {
+        "name": name,
+        "namespace": job.metadata.namespace,
+        "labels": names.user_metadata(job.metadata.labels) | names.labels(job.metadata.name, component),
+        "ownerReferences": [names.owner_reference(job.metadata.name, uid)],
+    }
+
+
+def build_configmap(job: FineTuneJob, *, uid: str) -> dict:
+    """The immutable ConfigMap with `config.json` (the TrainerConfig) and `launch.json` (facts for people).
+
+    Raises:
+        RenderError: the spec cannot run in a cluster as written (e.g. a relative path without a volume).
+    """
+    cfg = build_trainer_config(job)
+    ns = job.metadata.namespace or "default"
+    name = job.metadata.name
+    launch = {
+        "nodes": cfg.nodes, "nprocPerNode": cfg.nproc_per_node, "worldSize": cfg.world_size,
+        "device": cfg.device, "strategy": cfg.strategy, "outputDir": cfg.output_dir,
+        "rendezvous": f"{names.master_addr(name, ns)}:{RDZV_PORT}" if cfg.nodes > 1 else "standalone",
+        "metricsPort": METRICS_PORT,
+    }
+    return {
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": _meta(job, names.configmap_name(name), "config", uid),
+        "immutable": True,
+        "data": {CONFIG_FILE: cfg.model_dump_json(by_alias=True),
+                 "launch.json": json.dumps(launch, indent=2, sort_keys=True)},
+    }
+
+
+def build_service(job: FineTuneJob, *, uid: str) -> dict:
+    """The headless Service that gives pod `<job>-<i>` a DNS name (rendezvous at pod 0) and names the ports."""
+    name = job.metadata.name
+    return {
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": _meta(job, names.service_name(name), "rendezvous", uid),
+        "spec": {
+            "clusterIP": "None",
+            "publishNotReadyAddresses": True,  # rendezvous happens before any pod is Ready
+            "selector": names.selector_labels(name),
+            "ports": [{"name": "rdzv", "port": RDZV_PORT, "targetPort": RDZV_PORT, "protocol": "TCP"},
+                      {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT, "protocol": "TCP"}],
+        },
+    }
+
+
+def build_service_account(job: FineTuneJob, *, uid: str) -> dict:
+    """The trainer pods' identity: bound to no Role, its token never mounted."""
+    return {
+        "apiVersion": "v1", "kind": "ServiceAccount",
+        "metadata": _meta(job, names.service_account_name(job.metadata.name), "trainer", uid),
+        "automountServiceAccountToken": False,
+    }
+
+
+def build_output_pvc(job: FineTuneJob, *, uid: str) -> Optional[dict]:
+    """The output claim when `spec.output.volume.create` asks for one (deleted with the job), else None."""
+    vol = job.spec.output.volume
+    if vol is None or vol.create is None:
+        return None
+    spec: dict = {"accessModes": ["ReadWriteMany" if job.spec.distributed.nodes > 1 else "ReadWriteOnce"],
+                  "resources": {"requests": {"storage": vol.create.size}}}
+    if vol.create.storage_class_name:
+        spec["storageClassName"] = vol.create.storage_class_name
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
+            "metadata": _meta(job, names.output_pvc_name(job.metadata.name), "output", uid), "spec": spec}
+
+
+def render_children(job: FineTuneJob, *, uid: str, image: Optional[str] = None) -> list[dict]:
+    """Every child of `job`, in creation order (the Job last: its pods need the others).
+
+    Args:
+        job: the validated FineTuneJob; `metadata.namespace` defaults to `default`.
+        uid: the FineTuneJob's uid (owner references).
+        image: the operator's default trainer image; `spec.image` wins over it.
+
+    Returns:
+        ServiceAccount, ConfigMap, Service, [output PVC], Job manifests as dicts.
+
+    Raises:
+        RenderError: the spec cannot run in a cluster as written; the message names the field.
+    """
+    if not job.metadata.namespace:
+        job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"namespace": "default"})})
+    image = job.spec.image or image or default_image()
+    children = [build_service_account(job, uid=uid), build_configmap(job, uid=uid), build_service(job, uid=uid)]
+    pvc = build_output_pvc(job, uid=uid)
+    if pvc is not None:
+        children.append(pvc)
+    children.append(build_job(job, uid=uid, image=image))
+    return children

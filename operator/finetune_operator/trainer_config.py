@@ -1,0 +1,108 @@
+"""The launch decided for a cluster run: processes per pod, device, strategy, and where each path is mounted.
+
+Why: `finetune run` decides these facts from the local machine (trainer/finetune_trainer/launch.py); in a
+cluster the operator decides them from the spec alone, before any pod exists, and hands them to every pod as
+`config.json` (finetune_api.trainer_config.TrainerConfig, the operator -> trainer contract). Paths are resolved
+here against the volume mounts, so the trainer never needs to know it runs in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import Optional
+
+from finetune_api.job import FineTuneJob, ObjectMeta
+from finetune_api.launch import resolve_strategy
+from finetune_api.loading import SpecError
+from finetune_api.trainer_config import TrainerConfig
+
+MODEL_MOUNT = "/mnt/model"
+DATA_MOUNT = "/mnt/data"
+OUTPUT_MOUNT = "/mnt/output"
+CONFIG_DIR = "/etc/finetune"
+CONFIG_FILE = "config.json"
+CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
+METRICS_PORT = 8000
+TERMINATION_LOG = "/dev/termination-log"
+
+
+class RenderError(SpecError):
+    """A valid spec that cannot run in a cluster as written; the message names the field and the fix."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+
+
+def gpus_per_pod(job: FineTuneJob) -> int:
+    """GPUs each pod requests: `auto` means 1 in a cluster; 0 means a CPU-only run."""
+    want = job.spec.distributed.gpus_per_node
+    return 1 if want == "auto" else int(want)
+
+
+def nproc_per_pod(job: FineTuneJob) -> int:
+    """Processes torchrun starts in each pod: one per GPU, or one CPU process."""
+    return max(1, gpus_per_pod(job))
+
+
+def resolve_path(path: Optional[str], mount: str, has_volume: bool, field: str) -> Optional[str]:
+    """Where `path` is seen inside the pod.
+
+    Args:
+        path: the spec's path (None passes through).
+        mount: where the field's volume is mounted.
+        has_volume: whether the spec gives a volume for it.
+        field: the spec field, named in errors.
+
+    Returns:
+        `mount/path` inside a volume; without one, an absolute path as-is (baked into the image).
+
+    Raises:
+        RenderError: a relative path with no volume to be relative to.
+    """
+    if path is None:
+        return None
+    if has_volume:
+        return posixpath.normpath(posixpath.join(mount, path.lstrip("/")))
+    if not path.startswith("/"):
+        raise RenderError(
+            f"{field} is the relative path {path!r} but no volume is given for it: in a cluster set the "
+            f"matching volume (a PersistentVolumeClaim) or use an absolute path inside the image"
+        )
+    return path
+
+
+def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
+    """The TrainerConfig every pod of `job` reads from its ConfigMap.
+
+    Only the name and namespace of the metadata are kept, and `suspend` is cleared: the file must not change
+    when tools annotate the object or a user suspends it (the ConfigMap is immutable).
+
+    Raises:
+        RenderError: a path cannot be resolved inside the pod.
+    """
+    spec = job.spec
+    model_vol = spec.model.volume is not None
+    data_vol = spec.dataset.volume is not None
+    out_vol = spec.output.volume is not None
+    nodes = spec.distributed.nodes
+    nproc = nproc_per_pod(job)
+    pinned = job.model_copy(update={
+        "metadata": ObjectMeta(name=job.metadata.name, namespace=job.metadata.namespace),
+        "spec": spec.model_copy(update={"suspend": False}),
+        "status": None,
+    })
+    return TrainerConfig(
+        job=pinned,
+        model_path=resolve_path(spec.model.path, MODEL_MOUNT, model_vol, "spec.model.path"),
+        dataset_paths=[resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.paths") for p in spec.dataset.paths]
+        if spec.dataset.paths else None,
+        validation_paths=[resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.validationPaths")
+                          for p in spec.dataset.validation_paths] if spec.dataset.validation_paths else None,
+        output_dir=resolve_path(spec.output.path, OUTPUT_MOUNT, out_vol, "spec.output.path"),
+        nodes=nodes,
+        nproc_per_node=nproc,
+        device="cuda" if gpus_per_pod(job) > 0 else "cpu",
+        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc),
+        metrics_port=METRICS_PORT,
+        termination_log=TERMINATION_LOG,
+    )

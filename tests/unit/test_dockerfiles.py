@@ -1,0 +1,72 @@
+"""Dockerfile.operator and Dockerfile.trainer, parsed (no Docker engine here): pinned, non-root, real entry points."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import tomllib
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+
+
+def instructions(name: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) pairs, continuation lines joined, comments dropped."""
+    text = re.sub(r"\\\n", " ", (REPO / name).read_text())
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("#"):
+            op, _, rest = line.partition(" ")
+            out.append((op.upper(), rest.strip()))
+    return out
+
+
+def last(instrs, op: str) -> str:
+    return [a for o, a in instrs if o == op][-1]
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.trainer"])
+def test_base_images_are_pinned_and_user_is_not_root(name):
+    instrs = instructions(name)
+    for _, arg in [i for i in instrs if i[0] == "FROM"]:
+        image = arg.split()[0]
+        assert ":" in image and not image.endswith(":latest"), f"{name}: unpinned base image {image}"
+    user = last(instrs, "USER").split(":")[0]
+    assert user not in ("root", "0"), f"{name} runs as root"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.trainer"])
+def test_entrypoint_is_a_console_script_of_the_package(name):
+    entry = json.loads(last(instructions(name), "ENTRYPOINT"))
+    assert entry[0] in SCRIPTS, f"{name}: ENTRYPOINT {entry[0]} is not in [project.scripts]"
+    module, func = SCRIPTS[entry[0]].split(":")
+    mod = __import__(module, fromlist=[func]) if "trainer" not in name or module.endswith("entrypoint") else None
+    if mod is not None:
+        assert callable(getattr(mod, func))
+
+
+def test_operator_image_carries_no_torch_and_trainer_image_has_cuda_and_gpu_extras():
+    op = " ".join(a for _, a in instructions("Dockerfile.operator"))
+    assert "torch" not in op and "[operator]" in op
+    tr = instructions("Dockerfile.trainer")
+    assert "cuda" in tr[0][1]
+    assert any("[trainer,gpu]" in a for o, a in tr if o == "RUN")
+
+
+def test_trainer_uid_matches_the_pod_template():
+    from finetune_operator.workload import TRAINER_UID
+
+    assert last(instructions("Dockerfile.trainer"), "USER").split(":")[0] == str(TRAINER_UID)
+
+
+def test_pod_command_module_exists():
+    from finetune_api.launch import TRAINER_MODULE
+
+    mod = __import__(TRAINER_MODULE, fromlist=["main"])
+    assert callable(mod.main)
+    assert shlex.split("torchrun")  # the trainer image installs torch, which provides torchrun
