@@ -61,6 +61,7 @@ def _cmd_run(args) -> int:
     out = Path(cfg.output_dir)
     print(f"done: {m['steps']} steps, final loss {m['final_loss']:.4f}"
           + (f", eval loss {m['final_eval_loss']:.4f}" if m.get("final_eval_loss") is not None else "")
+          + (f" (before training {m['initial_eval_loss']:.4f})" if m.get("initial_eval_loss") is not None else "")
           + (f", eval exact match {m['eval_exact_match']:.1%}" if m.get("eval_exact_match") is not None else ""))
     print(f"output:      {out}  (manifest.json lists every file with its sha256)")
     print(f"tensorboard: tensorboard --logdir {out / 'runs'}")

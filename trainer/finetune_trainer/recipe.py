@@ -57,6 +57,9 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     log = (lambda s: print(s, flush=True)) if d.main else (lambda s: None)
 
     # --- setup: tokenizer, data, model, optimizer ---------------------------------------------------
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
     tokenizer = load_tokenizer(cfg)
     data = _load_data(cfg, tokenizer)
     log(data.report.summary())
@@ -108,6 +111,12 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     progress = Progress(total_steps, start=step, every=t.log_every_steps) if d.main else None
     fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     stop = _sigterm_flag()
+    initial_eval = None
+    if step == 0 and data.validation:
+        initial_eval = eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)
+        log(f"step 0: eval loss {initial_eval:.4f} (before training)")
+        if d.main:
+            _log_scalars(writer, out, {"step": 0, "eval_loss": initial_eval})
 
     # --- train ---------------------------------------------------------------------------------------
     last: dict[str, Any] = {}
@@ -168,6 +177,10 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     # --- evaluate and save -------------------------------------------------------------------------
     summary: dict[str, Any] = {"steps": step, "final_loss": last.get("loss"), "trainable_parameters": n_trainable,
                                "data": data.report.as_dict()}
+    if initial_eval is None and d.main:
+        initial_eval = _history_eval_at_step0(out)
+    if initial_eval is not None:
+        summary["initial_eval_loss"] = initial_eval
     if data.validation:
         summary["final_eval_loss"] = eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)
         metrics.set(eval_loss=summary["final_eval_loss"])
@@ -261,6 +274,18 @@ def _log_scalars(writer, out: Path, row: dict) -> None:
         for k, v in row.items():
             if k != "step" and v is not None:
                 writer.add_scalar(("eval/" if k.startswith("eval") else "train/") + k, v, row["step"])
+
+
+def _history_eval_at_step0(out: Path):
+    """The before-training eval loss a resumed run logged in its first session, if any."""
+    f = out / "metrics.jsonl"
+    if not f.exists():
+        return None
+    for r in f.read_text(encoding="utf-8").splitlines():
+        row = json.loads(r) if r else {}
+        if row.get("step") == 0 and "eval_loss" in row:
+            return row["eval_loss"]
+    return None
 
 
 def _trim_history(out: Path, step: int) -> None:

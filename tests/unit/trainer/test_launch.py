@@ -1,0 +1,79 @@
+"""`finetune run`'s launch plan: devices, processes, strategy, paths — and what it refuses before loading."""
+
+from pathlib import Path
+
+import pytest
+
+from finetune_api import load_job_text
+from finetune_trainer.errors import EnvironmentProblem, NotSupportedYet
+from finetune_trainer.launch import describe, plan_local, resolve_strategy
+
+JOB = """
+apiVersion: finetune.io/v1alpha1
+kind: FineTuneJob
+metadata: {name: t}
+spec:
+  model: {path: model}
+  dataset: {paths: [data/train.jsonl], validationPaths: [/abs/val.jsonl], format: alpaca}
+  output: {path: ../out}
+"""
+
+
+def job(extra: str = ""):
+    return load_job_text(JOB + extra)
+
+
+def test_cpu_when_no_gpu_and_says_so(tmp_path):
+    cfg = plan_local(job(), tmp_path / "jobs" / "job.yaml", gpus_visible=0)
+    assert (cfg.device, cfg.nproc_per_node, cfg.strategy) == ("cpu", 1, "single")
+    assert "no GPU visible: 1 CPU process" in describe(cfg)
+
+
+def test_relative_paths_resolve_against_the_spec_file(tmp_path):
+    cfg = plan_local(job(), tmp_path / "jobs" / "job.yaml", gpus_visible=0)
+    assert cfg.model_path == str(tmp_path / "jobs" / "model")
+    assert cfg.dataset_paths == [str(tmp_path / "jobs" / "data" / "train.jsonl")]
+    assert cfg.validation_paths == ["/abs/val.jsonl"]
+    assert cfg.output_dir == str(tmp_path / "out")
+
+
+def test_one_process_per_visible_gpu_with_ddp_for_lora(tmp_path):
+    cfg = plan_local(job(), tmp_path / "job.yaml", gpus_visible=2)
+    assert (cfg.device, cfg.nproc_per_node, cfg.strategy) == ("cuda", 2, "ddp")
+
+
+def test_more_gpus_asked_than_present_is_refused(tmp_path):
+    with pytest.raises(EnvironmentProblem, match="gpusPerNode is 4 but this machine shows 1 GPU"):
+        plan_local(job("  distributed: {gpusPerNode: 4}\n"), tmp_path / "job.yaml", gpus_visible=1)
+
+
+def test_qlora_without_gpu_is_refused_before_loading(tmp_path):
+    with pytest.raises(EnvironmentProblem, match="qlora needs a CUDA GPU"):
+        plan_local(job("  method: {type: qlora}\n"), tmp_path / "job.yaml", gpus_visible=0)
+
+
+def test_multi_node_is_for_clusters(tmp_path):
+    with pytest.raises(EnvironmentProblem, match="nodes is 2"):
+        plan_local(job("  distributed: {nodes: 2}\n"), tmp_path / "job.yaml", gpus_visible=0)
+
+
+@pytest.mark.parametrize("extra,field", [
+    ("  method: {type: spectrum}\n", "spec.method.type"),
+    ("  distributed: {strategy: fsdp}\n", "spec.distributed.strategy"),
+])
+def test_options_not_implemented_yet_are_refused_by_name(tmp_path, extra, field):
+    with pytest.raises(NotSupportedYet, match=f"{field}: .* is not supported yet"):
+        plan_local(job(extra), tmp_path / "job.yaml", gpus_visible=2)
+
+
+def test_dpo_is_refused_as_not_supported_yet(tmp_path):
+    j = load_job_text(JOB.replace("format: alpaca", "format: preference") + "  objective: {type: dpo}\n")
+    with pytest.raises(NotSupportedYet, match="spec.objective.type: objective 'dpo'"):
+        plan_local(j, tmp_path / "job.yaml", gpus_visible=0)
+
+
+def test_strategy_resolution():
+    assert resolve_strategy("auto", "lora", 1) == "single"
+    assert resolve_strategy("auto", "lora", 2) == "ddp"
+    assert resolve_strategy("auto", "full", 2) == "fsdp"
+    assert resolve_strategy("deepspeed-zero3", "full", 8) == "deepspeed-zero3"
