@@ -13,6 +13,7 @@ admin client cert (O=system:masters) and RBAC is on. etcd listens on loopback ov
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import shutil
@@ -73,6 +74,14 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, interval:
             raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}"
                                + (f" (last error: {last_exc})" if last_exc else ""))
         time.sleep(interval)
+
+
+def _die_with_parent() -> None:
+    """Child-side (preexec): get SIGTERM if the test process dies without stop(), e.g. killed by a CI timeout."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG (Linux)
+    except (OSError, AttributeError):
+        pass
 
 
 def _tail(path: Path, lines: int = 40) -> str:
@@ -285,7 +294,7 @@ current-context: test
             self.procs[name] = subprocess.Popen(
                 [str(self.bin_dir / binary), *args], stdout=log, stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL, cwd=self.workdir, start_new_session=True,
-                env={**os.environ, **(env or {})})
+                env={**os.environ, **(env or {})}, preexec_fn=_die_with_parent)
 
     def _wait(self, name: str, check: Callable[[], object], what: str) -> None:
         """Poll check() until truthy; fail fast, with the log's tail, if `name` exits or time runs out."""

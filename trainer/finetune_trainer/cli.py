@@ -51,6 +51,10 @@ def _cmd_run(args) -> int:
     from .launch import describe, plan_local, read_summary, run_local
 
     job = load_job(args.spec)
+    if job.spec.suspend:
+        print(f"error: {args.spec}: spec.suspend is true, so there is nothing to run; set it to false to train "
+              "(or resume from the newest checkpoint)", file=sys.stderr)
+        return 2
     cfg = plan_local(job, Path(args.spec))
     print(describe(cfg), flush=True)
     status = run_local(cfg)
