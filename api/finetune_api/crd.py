@@ -2,7 +2,9 @@
 
 pydantic's JSON schema is close to what the API server wants, but not equal: the API server needs a
 *structural* schema (every node typed, no `$ref`, no `anyOf` with types, no `title`), expresses
-"'auto' or a number" as `x-kubernetes-int-or-string` and open objects as `x-kubernetes-preserve-unknown-fields`.
+"'auto' or a number" as `x-kubernetes-int-or-string` and open objects as `x-kubernetes-preserve-unknown-fields`. Two unions have no
+structural type ('auto' or a boolean; 'all-linear' or a list): CEL cannot see untyped fields, so they get value
+validations the API server does apply to any JSON type (an enum of mixed types; a string pattern + minItems).
 This module does that translation, attaches the CEL rules from rules.py where they belong, adds the
 immutability rules, printer columns, short name and status subresource. `python -m finetune_api.crd`
 writes crds/finetunejobs.finetune.io.yaml; tests/unit/api/test_crd.py fails when the checked-in file is stale.
@@ -61,16 +63,15 @@ def _structural(node: dict) -> dict:
                 "rule": f"type(self) == int ? self >= {lo} : self == 'auto'",
                 "message": f"must be 'auto' or an integer >= {lo}",
             }]}
-        elif types == {"boolean", "string"}:  # 'auto' or true/false
-            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "x-kubernetes-validations": [{
-                "rule": "type(self) == bool || (type(self) == string && self == 'auto')",
-                "message": "must be 'auto', true or false",
-            }]}
-        elif types == {"array", "string"}:  # 'all-linear' or a list of names
-            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "x-kubernetes-validations": [{
-                "rule": "type(self) == string ? self == 'all-linear' : (type(self) == list && size(self) > 0)",
-                "message": "must be 'all-linear' or a non-empty list of module names",
-            }]}
+        elif types == {"boolean", "string"}:  # 'auto' or true/false: no CEL can see an untyped field,
+            # but an enum of mixed JSON types is a value validation the API server applies
+            consts = [b["enum"][0] if "enum" in b else b.get("const") for b in branches if b.get("type") == "string"]
+            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "enum": [*consts, True, False]}
+        elif types == {"array", "string"}:  # 'all-linear' or a list of names: the pattern applies to strings
+            # only and minItems to arrays only, so together they refuse other strings and the empty list
+            consts = [b["enum"][0] if "enum" in b else b.get("const") for b in branches if b.get("type") == "string"]
+            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "pattern": f"^({'|'.join(consts)})$",
+                    "minItems": 1}
         else:
             raise ValueError(f"no structural form for anyOf {branches}")
         if desc:
@@ -78,6 +79,10 @@ def _structural(node: dict) -> dict:
         return node
     if "const" in node:
         node["enum"] = [node.pop("const")]
+    for bound, strict in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if isinstance(node.get(strict), (int, float)) and not isinstance(node.get(strict), bool):
+            node[bound] = node.pop(strict)  # OpenAPI v3.0: the bound is a number, "exclusive" a flag
+            node[strict] = True
     t = node.get("type")
     if t == "object":
         props = node.get("properties")

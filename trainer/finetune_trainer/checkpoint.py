@@ -64,7 +64,8 @@ def _set_rng_state(state: dict) -> None:
 
 
 def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, scheduler, train_state: dict,
-                    keep_last: int, rank: int = 0, barrier=lambda: None) -> Optional[Path]:
+                    keep_last: int, rank: int = 0, barrier=lambda: None, weights: Optional[dict] = None,
+                    optimizer_state: Optional[dict] = None) -> Optional[Path]:
     """Write checkpoint `step` atomically and delete the ones beyond `keep_last`.
 
     Args:
@@ -75,6 +76,8 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
         train_state: JSON-serialisable position in the run (epoch, batches consumed, history).
         keep_last: how many checkpoints to keep.
         rank, barrier: every rank calls this (each saves its own RNG state); rank 0 writes the rest.
+        weights, optimizer_state: already gathered full states (sharded strategies gather them on every
+            rank first, see parallel.py); default: read off `model` and `optimizer`.
 
     Returns:
         The checkpoint directory (on rank 0; None elsewhere).
@@ -96,8 +99,9 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     if rank != 0:
         barrier()
         return None
-    save_file(trainable_state(model), tmp / "trainable.safetensors")
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+    save_file(weights if weights is not None else trainable_state(model), tmp / "trainable.safetensors")
+    opt = optimizer_state if optimizer_state is not None else optimizer.state_dict()
+    torch.save({"optimizer": opt, "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
     (tmp / "state.json").write_text(json.dumps({"step": step, **train_state}, indent=1), encoding="utf-8")
     for f in tmp.iterdir():
         with open(f, "rb") as fh:
@@ -111,8 +115,11 @@ def save_checkpoint(output_dir: str | Path, step: int, model, optimizer, schedul
     return final
 
 
-def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this rank's RNG from checkpoint `path`; returns its train state."""
+def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0, strategy=None) -> dict[str, Any]:
+    """Restore weights, optimizer, scheduler and this rank's RNG from checkpoint `path`; returns its train state.
+
+    `strategy` (parallel.py) loads full tensors into sharded parameters; without it they are copied in place.
+    """
     import torch
     from safetensors.torch import load_file
 
@@ -121,11 +128,15 @@ def load_checkpoint(path: Path, model, optimizer, scheduler, rank: int = 0) -> d
     missing = [n for n in weights if n not in params]
     if missing:
         raise ValueError(f"{path}: checkpoint does not fit this model/method (unknown parameters {missing[:3]})")
-    with torch.no_grad():
-        for n, t in weights.items():
-            params[n].copy_(t)
     blob = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=False)
-    optimizer.load_state_dict(blob["optimizer"])
+    if strategy is not None:
+        strategy.load_trainable(weights)
+        strategy.load_optimizer(optimizer, blob["optimizer"])
+    else:
+        with torch.no_grad():
+            for n, t in weights.items():
+                params[n].copy_(t)
+        optimizer.load_state_dict(blob["optimizer"])
     scheduler.load_state_dict(blob["scheduler"])
     rng = path / f"rng-{rank}.pt"
     if rng.exists():  # a run resumed on more processes than it had: new ranks keep their fresh seeds

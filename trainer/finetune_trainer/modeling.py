@@ -2,8 +2,10 @@
 
 Loading goes through `AutoModelForCausalLM.from_pretrained` / `AutoTokenizer.from_pretrained` for a local
 directory and a hub id alike, so the tiny model the tests create exercises the same path as Llama-3.1-8B.
-Adapters come from peft (LoraConfig, DoRA via `use_dora`); we only add what peft lacks: an error that names
-the spec field when target modules match nothing, listing the module names that exist.
+Adapters come from peft (LoraConfig, DoRA via `use_dora`; QLoRA = a bitsandbytes NF4 base + the same
+adapters); Spectrum's selection is spectrum.py's. We only add what the libraries lack: an error that names the
+spec field when target modules match nothing — checked on a meta-device copy of the architecture before
+any weight loads — and the dtype policy (fp32 master weights + bf16 autocast for full/Spectrum on GPUs).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 from finetune_api.trainer_config import TrainerConfig
 
-from .errors import ModelLoadError, TrainerInputError
+from .errors import EnvironmentProblem, ModelLoadError, TrainerInputError
 
 
 def _source(cfg: TrainerConfig) -> tuple[str, dict]:
@@ -71,8 +73,51 @@ def resolve_attn(cfg: TrainerConfig) -> str:
     return "sdpa" if name == "auto" else name
 
 
-def load_model(cfg: TrainerConfig):
-    """The base causal LM of spec.model in the resolved dtype and attention kernel.
+def weights_dtype(cfg: TrainerConfig):
+    """The dtype the weights are *stored* in while training.
+
+    Full fine-tuning and Spectrum on a GPU keep fp32 master weights (so AdamW's state is fp32 too) and
+    compute in bf16 under autocast (`compute_dtype`): bf16 mixed precision with fp32 optimizer state. Frozen
+    bases (LoRA) are stored in the compute dtype itself, since nothing updates them.
+    """
+    import torch
+
+    dtype = resolve_dtype(cfg)
+    if cfg.device == "cuda" and cfg.job.spec.method.type in ("full", "spectrum") and dtype == torch.bfloat16:
+        return torch.float32
+    return dtype
+
+
+def autocast_dtype(cfg: TrainerConfig):
+    """The dtype to autocast the forward pass to, or None when weights are already in the compute dtype."""
+    import torch
+
+    if weights_dtype(cfg) == torch.float32 and resolve_dtype(cfg) != torch.float32:
+        return resolve_dtype(cfg)
+    return None
+
+
+def quantization_config(cfg: TrainerConfig):
+    """QLoRA's bitsandbytes config: NF4 weights, double quantisation, bf16 compute (None unless qlora).
+
+    Raises:
+        EnvironmentProblem: bitsandbytes is not installed.
+    """
+    if cfg.job.spec.method.type != "qlora":
+        return None
+    import torch
+    from transformers import BitsAndBytesConfig
+
+    try:
+        import bitsandbytes  # noqa: F401
+    except ImportError:
+        raise EnvironmentProblem("spec.method.type qlora needs bitsandbytes: pip install bitsandbytes") from None
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
+                              bnb_4bit_compute_dtype=torch.bfloat16, bnb_4bit_quant_storage=torch.bfloat16)
+
+
+def load_model(cfg: TrainerConfig, local_rank: int = 0):
+    """The base causal LM of spec.model in the resolved dtype and attention kernel (4-bit NF4 for qlora).
 
     Raises:
         ModelLoadError: missing files, unknown architecture, or remote code needed but not trusted.
@@ -80,13 +125,21 @@ def load_model(cfg: TrainerConfig):
     from transformers import AutoModelForCausalLM
 
     src, kw = _source(cfg)
+    quant = quantization_config(cfg)
+    if quant is not None:
+        kw["quantization_config"] = quant
+        kw["device_map"] = {"": local_rank}
     try:
         model = AutoModelForCausalLM.from_pretrained(
-            src, dtype=resolve_dtype(cfg), attn_implementation=resolve_attn(cfg), **kw
+            src, dtype=weights_dtype(cfg), attn_implementation=resolve_attn(cfg), **kw
         )
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.use_cache = False
+    if quant is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     return model
 
 
@@ -98,11 +151,48 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def apply_method(model, cfg: TrainerConfig):
+def meta_model(cfg: TrainerConfig):
+    """The architecture of spec.model on the meta device: module names and shapes, no weights loaded."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    src, kw = _source(cfg)
+    try:
+        config = AutoConfig.from_pretrained(src, **kw)
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"{_where(cfg)}: cannot load the model config: {str(e).splitlines()[0]}") from None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=kw["trust_remote_code"])
+
+
+def check_targets(model, cfg: TrainerConfig) -> None:
+    """Raise unless every LoRA target module names a linear layer of `model` (meta or real).
+
+    Raises:
+        TrainerInputError: names the field, the missing names and the ones that exist.
+    """
+    spec = cfg.job.spec
+    if spec.method.type not in ("lora", "qlora") or spec.lora.target_modules == "all-linear":
+        return
+    present = linear_module_names(model)
+    missing = [t for t in spec.lora.target_modules if t not in present]
+    if missing:
+        raise TrainerInputError(
+            f"spec.method.lora.targetModules: {missing} match no linear layer of the model; "
+            f"its linear layers are: {present}"
+        )
+
+
+def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, all_sum=None):
     """Make the parameters spec.method says train trainable, the others frozen.
 
+    Args:
+        model: the loaded base model.
+        cfg: the trainer config.
+        rank, world, all_sum: for Spectrum's scan, shared over the processes (see spectrum.scan_model).
+
     Returns:
-        The model to train (a peft model for lora).
+        (model to train — a peft model for lora/qlora —, Spectrum's scan report or None).
 
     Raises:
         TrainerInputError: LoRA target modules that match nothing in the model.
@@ -111,23 +201,22 @@ def apply_method(model, cfg: TrainerConfig):
     if spec.method.type == "full":
         for p in model.parameters():
             p.requires_grad_(True)
-        return model
+        return model, None
+    if spec.method.type == "spectrum":
+        from .spectrum import apply_spectrum, scan_report
+
+        fraction = spec.spectrum.fraction
+        scan = apply_spectrum(model, fraction, rank=rank, world=world, all_sum=all_sum)
+        return model, scan_report(scan, fraction)
     from peft import LoraConfig, get_peft_model
 
     lora = spec.lora
-    if lora.target_modules != "all-linear":
-        present = linear_module_names(model)
-        missing = [t for t in lora.target_modules if t not in present]
-        if missing:
-            raise TrainerInputError(
-                f"spec.method.lora.targetModules: {missing} match no linear layer of the model; "
-                f"its linear layers are: {present}"
-            )
+    check_targets(model, cfg)
     peft_cfg = LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
         use_dora=lora.use_dora, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg)
+    return get_peft_model(model, peft_cfg), None
 
 
 def enable_checkpointing(model, wanted: bool) -> None:

@@ -1,4 +1,4 @@
-"""Writing the result: adapter (or full weights), tokenizer, merged model, curves plot, manifest last.
+"""Writing the result: adapter (or full weights), tokenizer, merged model, SNR scan, curves plot, manifest last.
 
 Each artefact is written into a hidden temp directory and moved into place file by file with `os.replace`,
 so a reader never sees half a safetensors file; manifest.json (with every file's sha256) is written last,
@@ -35,17 +35,45 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def save_outputs(cfg: TrainerConfig, model, tokenizer, summary: dict[str, Any]) -> dict[str, Any]:
-    """Write the run's output into cfg.output_dir and return the summary with paths and checksums."""
+SPECTRUM_FILE = "spectrum_snr.json"
+
+
+def merged_model(cfg: TrainerConfig, model, out: Path):
+    """The adapter merged into the base (peft `merge_and_unload`).
+
+    In place when this process holds the whole model in its training precision (one process or DDP, LoRA);
+    otherwise — sharded strategies, or QLoRA whose base is 4-bit — the base is reloaded on the CPU in its
+    stored dtype and the adapter just saved in `out` is merged into it, so the merge is exact and needs host
+    memory for one copy of the model (launch.py refuses runs whose host cannot hold it).
+    """
+    if cfg.strategy in ("single", "ddp") and cfg.job.spec.method.type == "lora":
+        return model.merge_and_unload()
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from .modeling import _source, resolve_dtype
+
+    src, kw = _source(cfg)
+    base = AutoModelForCausalLM.from_pretrained(src, dtype=resolve_dtype(cfg), device_map={"": "cpu"}, **kw)
+    return PeftModel.from_pretrained(base, out).merge_and_unload()
+
+
+def save_outputs(cfg: TrainerConfig, model, tokenizer, summary: dict[str, Any], state_dict=None) -> dict[str, Any]:
+    """Write the run's output into cfg.output_dir and return the summary with paths and checksums.
+
+    Args:
+        state_dict: the full state dict gathered from a sharded model (parallel.py); None: read `model`.
+    """
     out = Path(cfg.output_dir)
     spec = cfg.job.spec
     tmp = _fresh(out / ".final.tmp")
-    model.save_pretrained(tmp, safe_serialization=True)
+    kw = {"state_dict": state_dict} if state_dict is not None else {}
+    model.save_pretrained(tmp, safe_serialization=True, **kw)
     tokenizer.save_pretrained(tmp)
     _move_into(tmp, out)
     if spec.output.merge_adapter:
         tmp = _fresh(out / ".merged.tmp")
-        merged = model.merge_and_unload()
+        merged = merged_model(cfg, model, out)
         merged.save_pretrained(tmp, safe_serialization=True, max_shard_size="2GB")
         tokenizer.save_pretrained(tmp)
         _move_into(tmp, out / "merged")

@@ -1,15 +1,19 @@
-"""The supervised recipe (SFT and CPT): setup -> train -> save, read top to bottom.
+"""The training recipe (SFT, CPT, DPO, ORPO on any method and strategy): setup -> train -> save, top to bottom.
 
 Why our own loop rather than transformers' Trainer or trl's SFTTrainer: the run must (1) count trainable
 tokens exactly and normalise the loss by them across accumulation and ranks, so one process and N
 processes give the same curve; (2) resume a preempted run at the exact step, data position and RNG state
 from an atomic checkpoint; (3) write the output atomically with the manifest last; (4) feed our metrics,
 progress and termination message. Those are the parts Trainer hides. Model loading, adapters (peft),
-schedulers (transformers) and the data pipeline are the well-kept libraries'.
+schedulers (transformers) and the data pipeline are the well-kept libraries'. The objectives differ only in
+the loss of one micro-batch (`_ce_sum` here, `preference.pair_terms` for DPO/ORPO), each normalised by
+step-wide global counts (tokens, pairs) so the curve does not depend on micro-batch or process count; the
+strategies (parallel.py) differ only in how the model is wrapped, stepped and checkpointed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import signal
@@ -20,13 +24,17 @@ from typing import Any
 from finetune_api.trainer_config import TrainerConfig
 
 from . import checkpoint as ckpt
-from .batching import BatchPlan, plan_batches
+from . import parallel
+from .batching import BatchPlan
 from .distributed import Dist, all_sum, barrier, init_distributed, shutdown
 from .evaluation import eval_loss, exact_match
 from .flops import flops_per_token, mfu
 from .metrics import TrainerMetrics
-from .modeling import apply_method, enable_checkpointing, load_model, load_tokenizer
-from .outputs import save_outputs
+from .modeling import (apply_method, autocast_dtype, check_targets, enable_checkpointing, load_model, load_tokenizer,
+                       meta_model)
+from .outputs import SPECTRUM_FILE, save_outputs
+from .planner import memory_plan
+from .preference import collate_pairs, pair_terms, preference_eval, reference_logps
 from .progress import Progress
 
 
@@ -53,54 +61,75 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
 
     spec = cfg.job.spec
     t = spec.training
+    objective = spec.objective.type
+    preference = objective in ("dpo", "orpo")
     torch.manual_seed(t.seed)
     log = (lambda s: print(s, flush=True)) if d.main else (lambda s: None)
+    gsum = lambda v: all_sum(v, d)  # noqa: E731
 
-    # --- setup: tokenizer, data, model, optimizer ---------------------------------------------------
+    # --- setup: tokenizer, data, model, strategy, optimizer ------------------------------------------
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
     tokenizer = load_tokenizer(cfg)
     data = _load_data(cfg, tokenizer)
     log(data.report.summary())
-    train = data.train
-    plan = plan_batches(t, d.world, cfg.device, len(train))
+    train = [dict(e, index=i) for i, e in enumerate(data.train)] if preference else data.train
+    check_targets(meta_model(cfg), cfg)  # before any weight loads
+    mem = memory_plan(cfg, d.world, len(train))
+    plan = mem.batch
     steps_per_epoch = len(train) // plan.global_batch
     total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1.0) * steps_per_epoch))
 
-    model = load_model(cfg)
-    model = apply_method(model, cfg)
-    enable_checkpointing(model, t.gradient_checkpointing is True)
-    model.to(d.device)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    n_trainable = sum(p.numel() for p in trainable)
+    model = load_model(cfg, d.local_rank)
+    model, spectrum_scan = apply_method(model, cfg, rank=d.rank, world=d.world, all_sum=gsum)
+    enable_checkpointing(model, mem.checkpointing)
+    if spec.method.type != "qlora":  # a 4-bit model is placed by device_map at load
+        model.to(d.device)
+    n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log(f"model: {n_total:,} parameters, {n_trainable:,} trainable ({100 * n_trainable / n_total:.2f}%); "
         f"batch: micro {plan.micro} x accumulation {plan.accumulation} x {d.world} process(es) = "
-        f"{plan.global_batch} per step; {total_steps} steps ({steps_per_epoch} per epoch)")
-    wrapped = model
-    if d.world > 1:
-        from torch.nn.parallel import DistributedDataParallel as DDP
-
-        wrapped = DDP(model, device_ids=[d.local_rank] if cfg.device == "cuda" else None)
-    optimizer = torch.optim.AdamW(trainable, lr=t.learning_rate, weight_decay=t.weight_decay,
-                                  fused=cfg.device == "cuda")
+        f"{plan.global_batch} per step; {total_steps} steps ({steps_per_epoch} per epoch); strategy "
+        f"{cfg.strategy}{', activation checkpointing' if mem.checkpointing else ''}")
+    fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
+    amp = autocast_dtype(cfg)
+    strat = parallel.wrap(model, cfg, d, compute_dtype=amp, reshard_after_forward=mem.reshard_after_forward)
+    wrapped = strat.forward_model
+    autocast = (lambda: torch.autocast(cfg.device, dtype=amp)) if amp is not None and not strat.sharded \
+        else contextlib.nullcontext
     from transformers import get_scheduler
 
-    scheduler = get_scheduler(t.scheduler, optimizer, num_warmup_steps=int(t.warmup_ratio * total_steps),
-                              num_training_steps=total_steps)
+    strat.setup_optimizer(
+        lambda params: torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay,
+                                         fused=cfg.device == "cuda"),
+        lambda opt: get_scheduler(t.scheduler, opt, num_warmup_steps=int(t.warmup_ratio * total_steps),
+                                  num_training_steps=total_steps))
 
     # --- resume from the newest checkpoint, if any ---------------------------------------------------
     out = Path(cfg.output_dir)
     step = 0
     latest = ckpt.latest_checkpoint(out)
     if latest is not None:
-        state = ckpt.load_checkpoint(latest, model, optimizer, scheduler, rank=d.rank)
+        state = strat.load(latest, rank=d.rank)
         step = state["step"]
         log(f"resuming from checkpoint {latest.name} (step {step} of {total_steps})")
     if d.main:
         out.mkdir(parents=True, exist_ok=True)
         _trim_history(out, step)
+        if spectrum_scan is not None:
+            _write_json(out / SPECTRUM_FILE, spectrum_scan)
+    ref = None
+    if objective == "dpo":
+        with autocast():
+            ref = _reference(out, wrapped, train, data.validation, plan.micro, d, tokenizer.pad_token_id, step)
+
+    def evaluate() -> dict:
+        with autocast():
+            if preference:
+                return preference_eval(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id, objective,
+                                       spec.objective.beta, ref and ref["validation"], gsum)
+            return {"eval_loss": eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)}
 
     # --- observers: metrics endpoint, TensorBoard, progress ------------------------------------------
     metrics = TrainerMetrics(cfg.job.metadata.namespace or "", cfg.job.metadata.name, d.rank)
@@ -109,43 +138,51 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     metrics.set(total_steps=total_steps, step=step, start_time_seconds=time.time())
     writer = _tensorboard(out) if d.main else None
     progress = Progress(total_steps, start=step, every=t.log_every_steps) if d.main else None
-    fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     stop = _sigterm_flag()
     initial_eval = None
     if step == 0 and data.validation:
-        initial_eval = eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)
-        log(f"step 0: eval loss {initial_eval:.4f} (before training)")
+        initial_eval = evaluate()
+        log(f"step 0: {_fmt(initial_eval)} (before training)")
         if d.main:
-            _log_scalars(writer, out, {"step": 0, "eval_loss": initial_eval})
+            _log_scalars(writer, out, {"step": 0, **initial_eval})
 
     # --- train ---------------------------------------------------------------------------------------
     last: dict[str, Any] = {}
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
-        batches = _micro_batches(train, plan, step, steps_per_epoch, t.seed, d, tokenizer.pad_token_id)
-        n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+        batches = _micro_batches(train, plan, step, steps_per_epoch, t.seed, d, tokenizer.pad_token_id, preference)
         n_real = sum(b.pop("n_real") for b in batches)
-        g_tokens, g_real = all_sum([float(n_tokens), float(n_real)], d)
-        loss_sum = 0.0
+        # global denominators first, so every micro-batch's loss is already normalised for the whole step
+        if preference:
+            n_pairs = sum(int(b["index"].numel()) for b in batches)
+            n_tokens = sum(int((b["labels"][:len(b["labels"]) // 2, 1:] != -100).sum()) for b in batches)
+            g_pairs, g_tokens, g_real = gsum([float(n_pairs), float(n_tokens), float(n_real)])
+        else:
+            n_tokens = sum(int((b["labels"][:, 1:] != -100).sum()) for b in batches)
+            g_tokens, g_real = gsum([float(n_tokens), float(n_real)])
+        loss_sum, extra = 0.0, {"correct": 0.0, "margin": 0.0}
         for i, batch in enumerate(batches):
-            sync = i == len(batches) - 1
-            ctx = wrapped.no_sync() if (d.world > 1 and not sync) else _nullcontext()
-            with ctx:
-                ce = _ce_sum(wrapped, batch, d.device)
-                (ce * d.world / max(g_tokens, 1.0)).backward()
-            loss_sum += float(ce.detach())
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(trainable, t.max_grad_norm if t.max_grad_norm > 0 else float("inf")))
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+            is_last = i == len(batches) - 1
+            with strat.accumulating(is_last), autocast():
+                if preference:
+                    terms = pair_terms(wrapped, batch, objective, spec.objective.beta, ref and ref["train"], d.device)
+                    part = terms["pair_loss"] / max(g_pairs, 1.0) + terms["nll"] / max(g_tokens, 1.0)
+                    extra["correct"] += terms["correct"]
+                    extra["margin"] += terms["margin"]
+                else:
+                    part = _ce_sum(wrapped, batch, d.device) / max(g_tokens, 1.0)
+                strat.backward(part * d.world, is_last)
+            loss_sum += float(part.detach())
+        grad_norm = strat.step(t.max_grad_norm)
         step += 1
-        (g_loss,) = all_sum([loss_sum], d)
-        loss = g_loss / max(g_tokens, 1.0)
+        loss, correct, margin = gsum([loss_sum, extra["correct"], extra["margin"]])
         dt = time.perf_counter() - t0
-        lr = scheduler.get_last_lr()[0]
+        lr = strat.lr()
         last = {"step": step, "loss": loss, "lr": lr, "grad_norm": grad_norm,
                 "tokens_per_s": g_real / dt, "trainable_tokens_per_s": g_tokens / dt}
+        if preference:
+            last |= {"reward_accuracy": correct / max(g_pairs, 1.0), "reward_margin": margin / max(g_pairs, 1.0)}
         metrics.set(step=step, train_loss=loss, learning_rate=lr, grad_norm=grad_norm, epoch=step / steps_per_epoch,
                     tokens_per_second=g_real / dt, trainable_tokens_per_second=g_tokens / dt,
                     mfu_ratio=mfu(g_real / dt / d.world, fpt) if cfg.device == "cuda" else None,
@@ -156,15 +193,15 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
             progress.update(step, loss, lr, g_real / dt)
             _log_scalars(writer, out, last)
         if t.eval_every_steps and step % t.eval_every_steps == 0 and step < total_steps and data.validation:
-            ev = eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)
-            metrics.set(eval_loss=ev)
+            ev = evaluate()
+            metrics.set(eval_loss=ev["eval_loss"])
             if d.main:
-                progress.note(f"step {step}: eval loss {ev:.4f}")
-                _log_scalars(writer, out, {"step": step, "eval_loss": ev})
-        preempt = all_sum([1.0 if stop["flag"] else 0.0], d)[0] > 0
+                progress.note(f"step {step}: {_fmt(ev)}")
+                _log_scalars(writer, out, {"step": step, **ev})
+        preempt = gsum([1.0 if stop["flag"] else 0.0])[0] > 0
         if step % spec.output.save_every_steps == 0 or preempt:
-            ckpt.save_checkpoint(out, step, model, optimizer, scheduler, {"total_steps": total_steps},
-                                 spec.output.keep_last_checkpoints, rank=d.rank, barrier=lambda: barrier(d))
+            strat.save(out, step, {"total_steps": total_steps}, spec.output.keep_last_checkpoints, d.rank,
+                       lambda: barrier(d))
             metrics.checkpoints.inc()
             metrics.set(last_checkpoint_step=step)
             if preempt:
@@ -180,20 +217,26 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     if initial_eval is None and d.main:
         initial_eval = _history_eval_at_step0(out)
     if initial_eval is not None:
-        summary["initial_eval_loss"] = initial_eval
+        summary |= {f"initial_{k}": v for k, v in initial_eval.items()}
     if data.validation:
-        summary["final_eval_loss"] = eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)
-        metrics.set(eval_loss=summary["final_eval_loss"])
+        final = evaluate()
+        summary |= {f"final_{k}" if k == "eval_loss" else k: v for k, v in final.items()}
+        metrics.set(eval_loss=final["eval_loss"])
+        if not preference and (d.main or strat.sharded):  # sharded: every rank joins the forwards
+            with autocast():
+                em = exact_match(model, tokenizer, data.validation, d.device)
+            if d.main:
+                summary["eval_exact_match"] = em
         if d.main:
-            summary["eval_exact_match"] = exact_match(model, tokenizer, data.validation, d.device)
-            _log_scalars(writer, out, {"step": step, "eval_loss": summary["final_eval_loss"]})
+            _log_scalars(writer, out, {"step": step, **final})
     if ckpt.latest_checkpoint(out) is None or ckpt.latest_checkpoint(out).name != f"{ckpt.PREFIX}{step:08d}":
-        ckpt.save_checkpoint(out, step, model, optimizer, scheduler, {"total_steps": total_steps},
-                             spec.output.keep_last_checkpoints, rank=d.rank, barrier=lambda: barrier(d))
+        strat.save(out, step, {"total_steps": total_steps}, spec.output.keep_last_checkpoints, d.rank,
+                   lambda: barrier(d))
+    state_dict = strat.full_state_dict()  # collective for sharded strategies; None otherwise
     if d.main:
         if writer is not None:
             writer.close()
-        summary = save_outputs(cfg, model, tokenizer, summary)
+        summary = save_outputs(cfg, model, tokenizer, summary, state_dict=state_dict)
     barrier(d)
     return summary
 
@@ -210,7 +253,7 @@ def _load_data(cfg: TrainerConfig, tokenizer):
 
 
 def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int, seed: int, d: Dist,
-                   pad_id: int) -> list[dict]:
+                   pad_id: int, preference: bool = False) -> list[dict]:
     """This rank's micro-batches of global step `step`: a seeded permutation per epoch, sliced by rank."""
     import torch
 
@@ -224,8 +267,52 @@ def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int
     for j in range(plan.accumulation):
         start = (j * d.world + d.rank) * plan.micro
         examples = [train[i] for i in chunk[start:start + plan.micro]]
-        out.append(collate(examples, pad_id) | {"n_real": sum(len(e["input_ids"]) for e in examples)})
+        if preference:
+            n_real = sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
+            out.append(collate_pairs(examples, pad_id) | {"n_real": n_real})
+        else:
+            out.append(collate(examples, pad_id) | {"n_real": sum(len(e["input_ids"]) for e in examples)})
     return out
+
+
+REFERENCE_FILE = "reference_logps.pt"
+
+
+def _reference(out: Path, model, train: list, validation: list, micro: int, d: Dist, pad_id: int, step: int) -> dict:
+    """DPO's reference log-probs of the train and validation pairs: computed at step 0, reused on resume.
+
+    They are kept in `checkpoints/` because after step 0 the policy no longer is the reference (full
+    fine-tuning changes the very weights), so a resumed run must not recompute them.
+    """
+    import torch
+
+    f = ckpt.checkpoints_dir(out) / REFERENCE_FILE
+    if f.exists():
+        return torch.load(f, map_location="cpu", weights_only=True)
+    if step > 0:
+        from .errors import TrainerInputError
+
+        raise TrainerInputError(f"{f}: missing, so DPO cannot resume from step {step}; delete "
+                                f"{ckpt.checkpoints_dir(out)} to start over")
+    ref = {"train": reference_logps(model, train, micro, d, pad_id, lambda v: all_sum(v, d)),
+           "validation": reference_logps(model, validation, micro, d, pad_id, lambda v: all_sum(v, d))
+           if validation else None}
+    if d.main:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_suffix(".tmp")
+        torch.save(ref, tmp)
+        tmp.replace(f)
+    return ref
+
+
+def _fmt(ev: dict) -> str:
+    return ", ".join(f"{k.replace('_', ' ')} {v:.4f}" for k, v in ev.items())
+
+
+def _write_json(path: Path, doc: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    tmp.replace(path)
 
 
 def _ce_sum(model, batch: dict, device):
@@ -237,14 +324,6 @@ def _ce_sum(model, batch: dict, device):
     labels = batch["labels"].to(device)
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
                            reduction="sum")
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def _sigterm_flag() -> dict:
@@ -268,6 +347,7 @@ def _tensorboard(out: Path):
 
 def _log_scalars(writer, out: Path, row: dict) -> None:
     """Append a row to metrics.jsonl and TensorBoard."""
+    row = {k: v for k, v in row.items() if v is not None}
     with open(out / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(row) + "\n")
     if writer is not None:
@@ -277,14 +357,14 @@ def _log_scalars(writer, out: Path, row: dict) -> None:
 
 
 def _history_eval_at_step0(out: Path):
-    """The before-training eval loss a resumed run logged in its first session, if any."""
+    """The before-training eval metrics a resumed run logged in its first session, if any."""
     f = out / "metrics.jsonl"
     if not f.exists():
         return None
     for r in f.read_text(encoding="utf-8").splitlines():
         row = json.loads(r) if r else {}
         if row.get("step") == 0 and "eval_loss" in row:
-            return row["eval_loss"]
+            return {k: v for k, v in row.items() if k.startswith("eval_")}
     return None
 
 

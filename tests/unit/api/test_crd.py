@@ -45,7 +45,7 @@ def test_enums_ranges_and_required_fields_are_in_the_schema():
     assert spec["required"] == ["model", "dataset", "output"]
     assert spec["properties"]["method"]["properties"]["type"]["enum"] == ["lora", "qlora", "full", "spectrum"]
     lr = spec["properties"]["training"]["properties"]["learningRate"]
-    assert lr["exclusiveMinimum"] == 0 and lr["maximum"] == 1
+    assert lr["minimum"] == 0 and lr["exclusiveMinimum"] is True and lr["maximum"] == 1
     mbs = spec["properties"]["training"]["properties"]["microBatchSize"]
     assert mbs["x-kubernetes-int-or-string"] is True
     assert "self >= 1" in mbs["x-kubernetes-validations"][0]["rule"]
