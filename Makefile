@@ -6,6 +6,7 @@
 SHELL := /bin/bash
 PY ?= python3
 CACHE ?= $(HOME)/.cache/finetune-operator
+export FINETUNE_CACHE := $(CACHE)
 PYVER := $(shell $(PY) -c 'import sys; print(f"py{sys.version_info[0]}{sys.version_info[1]}")')
 LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
