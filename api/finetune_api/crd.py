@@ -7,7 +7,7 @@ structural type ('auto' or a boolean; 'all-linear' or a list): CEL cannot see un
 validations the API server does apply to any JSON type (an enum of mixed types; a string pattern + minItems).
 This module does that translation, attaches the CEL rules from rules.py where they belong, adds the
 immutability rules, printer columns, short name and status subresource. `python -m finetune_api.crd`
-writes crds/finetunejobs.finetune.io.yaml; tests/unit/api/test_crd.py fails when the checked-in file is stale.
+writes crds/finetunejobs.finetune.io.yaml (and the chart's copy); tests/unit/api/test_crd.py fails when the checked-in file is stale.
 """
 
 from __future__ import annotations
@@ -178,15 +178,18 @@ def render_crd_yaml() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Write the CRD into the directory given (default: crds/ of the repository)."""
+    """Write the CRD into the directories given (default: crds/ and the Helm chart's crds/)."""
     argv = sys.argv[1:] if argv is None else argv
-    out_dir = Path(argv[0]) if argv else Path(__file__).resolve().parents[2] / "crds"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    target = out_dir / CRD_FILE
-    tmp = target.with_suffix(".tmp")
-    tmp.write_text(render_crd_yaml(), encoding="utf-8")
-    tmp.replace(target)
-    print(target)
+    repo = Path(__file__).resolve().parents[2]
+    out_dirs = [Path(a) for a in argv] or [repo / "crds", repo / "charts" / "finetune-operator" / "crds"]
+    text = render_crd_yaml()
+    for out_dir in out_dirs:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        target = out_dir / CRD_FILE
+        tmp = target.with_suffix(".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(target)
+        print(target)
     return 0
 
 
