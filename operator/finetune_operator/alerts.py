@@ -18,11 +18,14 @@ from typing import Any
 # Thresholds, in one place (the rule text and the runbook lines below quote them).
 STALL_MINUTES = 20          # no optimizer step for this long while training is under way
 PENDING_MINUTES = 30        # a FineTuneJob Pending (usually Unschedulable: no node has the GPUs) this long
-EXPLODE_FACTOR = 2.0        # 5-minute mean loss above this multiple of the last hour's minimum ...
+EXPLODE_FACTOR = 2.0        # 5-minute mean loss above this multiple of the lowest 5-minute mean of the hour ...
 EXPLODE_MIN_RISE = 0.5      # ... and at least this much higher (nats), so tiny losses doubling stay quiet
 CHECKPOINT_OVERDUE = 1.5    # steps since the newest checkpoint above this multiple of saveEverySteps
 
 _JOB = "{{ $labels.namespace }}/{{ $labels.job_name }}"
+# The loss smoothed over 5 minutes: single noisy steps neither raise nor hide divergence, and while a healthy
+# run's loss falls, its newest mean is its lowest (a raw minimum would make any falling curve look "2x up").
+_SMOOTH = "avg_over_time(finetune_train_loss[5m])"
 
 
 def _alert(name: str, expr: str, for_: str, severity: str, summary: str, description: str) -> dict[str, Any]:
@@ -55,12 +58,12 @@ def training_rules() -> list[dict[str, Any]]:
         ),
         _alert(
             "FineTuneLossExploding",
-            f"avg_over_time(finetune_train_loss[5m]) > {EXPLODE_FACTOR} * min_over_time(finetune_train_loss[1h])\n"
-            f"and (avg_over_time(finetune_train_loss[5m]) - min_over_time(finetune_train_loss[1h])) > {EXPLODE_MIN_RISE}",
+            f"{_SMOOTH} > {EXPLODE_FACTOR} * min_over_time({_SMOOTH}[1h:1m])\n"
+            f"and ({_SMOOTH} - min_over_time({_SMOOTH}[1h:1m])) > {EXPLODE_MIN_RISE}",
             "5m", "warning",
             f"Fine-tune {_JOB}: training loss is diverging",
             f"The 5-minute mean training loss of {_JOB} ({{{{ $value | printf \"%.3f\" }}}}) is over "
-            f"{EXPLODE_FACTOR:g}x its lowest value of the last hour: the run is diverging. Usual causes: learning "
+            f"{EXPLODE_FACTOR:g}x its lowest 5-minute mean of the last hour: the run is diverging. Usual causes: learning "
             "rate too high for the batch size, no warmup, or a bad shard of data.",
         ),
         _alert(

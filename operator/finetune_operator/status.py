@@ -204,6 +204,8 @@ def derive_status(obs: Observation, previous: Optional[FineTuneJobStatus], now: 
         conds["Reconciled"] = ("False", *obs.error)
     elif "Reconciled" in {c.type for c in previous.conditions}:
         conds["Reconciled"] = ("True", "Reconciled", "the operator reconciled the children")
+    if conds.get("Suspended", ("",))[0] == "False" and "Suspended" not in {c.type for c in previous.conditions}:
+        del conds["Suspended"]  # "resumed" only means something after a suspension
     job_status = (obs.job or {}).get("status") or {}
     result = result_of(obs.pods) if phase == "Succeeded" else None
     completion = None

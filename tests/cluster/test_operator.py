@@ -26,26 +26,8 @@ OPERATOR_ENV = {"FINETUNE_RESYNC_SECONDS": "2", "FINETUNE_OPERATOR_METRICS_PORT"
                 "FINETUNE_PROGRESS_TIMEOUT": "0.2"}
 
 
-def openapi_v3_0(node):
-    """WORKAROUND, to drop once api/finetune_api/crd.py emits it: OpenAPI v3.0 (what the API server takes) spells
-    `exclusiveMinimum: 0` as `minimum: 0, exclusiveMinimum: true`; pydantic emits the JSON Schema 2020 form.
-    And CEL rules cannot sit on untyped (preserve-unknown-fields) nodes."""
-    if isinstance(node, dict):
-        node = {k: openapi_v3_0(v) for k, v in node.items()}
-        for bound, limit in (("exclusiveMinimum", "minimum"), ("exclusiveMaximum", "maximum")):
-            if isinstance(node.get(bound), (int, float)) and not isinstance(node.get(bound), bool):
-                node[limit], node[bound] = node[bound], True
-        if "type" not in node and node.get("x-kubernetes-preserve-unknown-fields"):
-            node.pop("x-kubernetes-validations", None)  # untyped: the API server cannot compile CEL on it
-        return node
-    if isinstance(node, list):
-        return [openapi_v3_0(v) for v in node]
-    return node
-
-
 def install_crd(cp: ControlPlane) -> None:
-    crd = openapi_v3_0(yaml.safe_load(CRD.read_text()))
-    res = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(crd))
+    res = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     assert res.returncode == 0, res.stderr
     res = cp.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.finetune.io", "--timeout=60s")
     assert res.returncode == 0, res.stderr
@@ -126,7 +108,7 @@ def children(cp: ControlPlane, namespace: str, name: str) -> dict[str, list[dict
 
 
 CHAOS = "pod-container-running-failed.stage.kwok.x-k8s.io"
-RUN_LONG = {CHAOS + "/delay": "600000", CHAOS + "/jitter-delay": "0"}  # kwok keeps such pods Running for 10 min
+RUN_LONG = {CHAOS + "/delay": "10m", CHAOS + "/jitter-delay": "10m"}  # kwok keeps such pods Running for 10 min
 
 
 @pytest.fixture(scope="module")
@@ -237,9 +219,9 @@ def test_job_runs_to_succeeded_with_conditions_events_and_result(cp, operator, n
 
 
 def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namespace, own_node):
-    doc = {"outcome": "Failed", "reason": "DataError", "message": "/opt/data/train.jsonl:3: no 'messages' key"}
+    doc = {"outcome": "Failed", "reason": "DataError", "message": "/opt/data/train.jsonl:3: no messages key"}
     annotations = {CHAOS + "/exit-code": "2", CHAOS + "/reason": "Error",
-                   CHAOS + "/message": "'" + json.dumps(doc) + "'", CHAOS + "/delay": "100"}
+                   CHAOS + "/message": "'" + json.dumps(doc) + "'", CHAOS + "/delay": "100ms", CHAOS + "/jitter-delay": "0s"}
     assert apply(cp, ftj("bad", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"},
                          annotations=annotations)).returncode == 0
     obj = wait_phase(cp, "bad", namespace, "Failed")

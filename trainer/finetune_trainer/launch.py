@@ -3,6 +3,10 @@
 Everything that can be refused is refused here, before torchrun starts and before any weights load:
 options this version cannot run, a GPU count the machine does not have, QLoRA without a GPU. The
 decision is printed (e.g. "no GPU visible: 1 CPU process"), so no fallback is silent.
+
+`FINETUNE_CPU_PROCESSES=N` runs a CPU job as N processes (gloo) instead of one: the way tests and laptops
+exercise DDP and FSDP2 without GPUs. It is an environment variable, not a spec field, because it changes where
+a job runs, not what it trains: the same spec on one process must give the same curve.
 """
 
 from __future__ import annotations
@@ -51,10 +55,11 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
     spec = job.spec
     gpus = visible_gpus() if gpus_visible is None else gpus_visible
     want = spec.distributed.gpus_per_node
+    cpu_procs = _cpu_processes()
     if want == "auto":
-        nproc, device = (gpus, "cuda") if gpus > 0 else (1, "cpu")
+        nproc, device = (gpus, "cuda") if gpus > 0 else (cpu_procs, "cpu")
     elif want == 0:
-        nproc, device = 1, "cpu"
+        nproc, device = cpu_procs, "cpu"
     elif want > gpus:
         raise EnvironmentProblem(
             f"spec.distributed.gpusPerNode is {want} but this machine shows {gpus} GPU(s) "
@@ -83,13 +88,57 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
         metrics_port=int(os.environ["FINETUNE_METRICS_PORT"]) if os.environ.get("FINETUNE_METRICS_PORT") else None,
     )
     check_supported(cfg)
+    check_merge_fits(cfg)
     return cfg
+
+
+CPU_PROCESSES_ENV = "FINETUNE_CPU_PROCESSES"
+
+
+def _cpu_processes() -> int:
+    raw = os.environ.get(CPU_PROCESSES_ENV, "1")
+    if not raw.isdigit() or int(raw) < 1:
+        raise EnvironmentProblem(f"{CPU_PROCESSES_ENV}={raw!r}: expected a whole number of processes >= 1")
+    return int(raw)
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this machine (the pod's limit in a cluster is what the operator requests)."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_merge_fits(cfg: TrainerConfig, host_bytes: Optional[int] = None) -> None:
+    """Refuse `output.mergeAdapter` when the merge cannot fit, before anything loads.
+
+    A sharded run (FSDP, ZeRO-3) or QLoRA merges on the CPU from the saved adapter (outputs.merged_model),
+    which needs the base in bf16 in host memory; this compares the planner's figure with the machine's.
+
+    Raises:
+        EnvironmentProblem: names spec.output.mergeAdapter and both figures.
+    """
+    spec = cfg.job.spec
+    if not spec.output.merge_adapter or (cfg.strategy in ("single", "ddp") and spec.method.type == "lora"):
+        return
+    from .batching import model_config
+    from .planner import GiB, ModelShape, merge_host_bytes
+
+    try:
+        shape = ModelShape.from_config(model_config(cfg))
+    except (OSError, KeyError):  # no config to read here: the trainer finds out at load
+        return
+    need, have = merge_host_bytes(shape), host_memory_bytes() if host_bytes is None else host_bytes
+    if need > have:
+        raise EnvironmentProblem(
+            f"spec.output.mergeAdapter: merging this {shape.params / 1e9:.1f}B-parameter model after a "
+            f"{cfg.strategy} run happens on the CPU and needs ~{need / GiB:.0f} GiB of host memory; this node has "
+            f"{have / GiB:.0f} GiB. Set mergeAdapter to false and merge later on a larger machine")
 
 
 def describe(cfg: TrainerConfig) -> str:
     """One line saying how the run will execute."""
     if cfg.device == "cpu":
-        where = "no GPU visible: 1 CPU process" if cfg.job.spec.distributed.gpus_per_node == "auto" else "1 CPU process"
+        n = f"{cfg.nproc_per_node} CPU process{'es' if cfg.nproc_per_node > 1 else ''}"
+        where = f"no GPU visible: {n}" if cfg.job.spec.distributed.gpus_per_node == "auto" else n
     else:
         where = f"{cfg.nproc_per_node} GPU process(es)"
     return f"launch: {where}, strategy {cfg.strategy}, output {cfg.output_dir}"
