@@ -1,4 +1,4 @@
-"""The operator's own Prometheus metrics: jobs by phase, reconcile duration and errors.
+"""The operator's own Prometheus metrics: jobs by phase, phase transitions, reconcile duration and errors.
 
 Why these three: "how many fine-tunes are running/failed right now", "is the operator keeping up" and "is it
 failing" are the questions an on-call person asks first; the trainer's metrics (finetune_step, ...) answer
@@ -45,6 +45,9 @@ class OperatorMetrics:
         self.reconcile_errors = Counter(
             "finetune_operator_reconcile_errors", "Reconciles that failed, by action and reason.",
             ["action", "reason"], registry=self.registry)
+        self.transitions = Counter(
+            "finetune_operator_transitions", "FineTuneJob phase changes, by the phase left and the phase entered.",
+            ["from_phase", "to_phase"], registry=self.registry)
         self.events = Counter("finetune_operator_events", "Events posted on FineTuneJobs, by reason.",
                               ["reason"], registry=self.registry)
 

@@ -172,6 +172,8 @@ class Reconciler:
             return new
         patch = {k: None for k in old_wire if k not in new_wire} | new_wire
         self.cluster.patch_status(namespace, name, patch)
+        if new.phase != previous.phase and new.phase is not None:
+            self.metrics.transitions.labels(previous.phase or "None", new.phase).inc()
         for event in transitions(previous, new):
             self.metrics.events.labels(event.reason).inc()
             try:

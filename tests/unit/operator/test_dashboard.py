@@ -92,14 +92,9 @@ def _exported(registry) -> set[str]:
 EXPORTED = _exported(TrainerMetrics("ns", "job", rank=0).registry) | _exported(OperatorMetrics(lambda: []).registry)
 QUERIED = sorted({m for _, e in panel_queries(build_dashboard()) for m in METRIC.findall(e)}
                  | {m for e in alerts.expressions().values() for m in METRIC.findall(e)})
-# Assumed by name, to be exported by the operator (operator/finetune_operator/metrics.py): the dashboard's
-# "Phase transitions" panel. Strict: this fails as soon as the operator exports it, so the mark gets removed.
-NOT_YET_EXPORTED = {"finetune_operator_transitions_total"}
 
 
-@pytest.mark.parametrize("metric", [
-    pytest.param(m, marks=pytest.mark.xfail(strict=True, reason="the operator does not export it yet"))
-    if m in NOT_YET_EXPORTED else m for m in QUERIED])
+@pytest.mark.parametrize("metric", QUERIED)
 def test_every_queried_metric_is_exported(metric):
     assert metric in EXPORTED
 
