@@ -10,9 +10,10 @@ from finetune_api.trainer_config import TrainerConfig
 
 from .errors import NotSupportedYet
 
-SUPPORTED_METHODS = frozenset({"lora", "full"})
-SUPPORTED_OBJECTIVES = frozenset({"sft", "cpt"})
-SUPPORTED_STRATEGIES = frozenset({"single", "ddp"})
+SUPPORTED_METHODS = frozenset({"lora", "qlora", "full", "spectrum"})
+SUPPORTED_OBJECTIVES = frozenset({"sft", "cpt", "dpo", "orpo"})
+SUPPORTED_STRATEGIES = frozenset({"single", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"})
+CPU_STRATEGIES = frozenset({"single", "ddp", "fsdp"})  # DeepSpeed and QLoRA need CUDA
 
 
 def check_supported(cfg: TrainerConfig) -> None:
@@ -28,5 +29,7 @@ def check_supported(cfg: TrainerConfig) -> None:
         raise NotSupportedYet("spec.objective.type", f"objective '{spec.objective.type}'")
     if cfg.strategy not in SUPPORTED_STRATEGIES:
         raise NotSupportedYet("spec.distributed.strategy", f"strategy '{cfg.strategy}'")
-    if spec.distributed.cpu_offload:
-        raise NotSupportedYet("spec.distributed.cpuOffload", "CPU offload")
+    if cfg.device == "cpu" and cfg.strategy not in CPU_STRATEGIES:
+        from .errors import EnvironmentProblem
+
+        raise EnvironmentProblem(f"spec.distributed.strategy {cfg.strategy} needs CUDA GPUs; this run is on the CPU")

@@ -1,7 +1,8 @@
-"""`finetune`: the user's command line — validate, explain, render, run.
+"""`finetune`: the user's command line — validate, explain, render, plan, run.
 
 `validate` and `explain` import no torch (they answer in well under a second); `run` plans the launch
-(refusing what cannot run before anything loads), then starts torchrun exactly as a pod does.
+(refusing what cannot run before anything loads), then starts torchrun exactly as a pod does; `plan` prints
+the memory planner's choice for this machine's GPU or any other (`--gpu-memory 141GiB --gpus 2`).
 Exit status: 0 ok, 1 unexpected failure, 2 a problem with the user's input (spec, data, model, machine).
 """
 
@@ -74,6 +75,56 @@ def _cmd_run(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    from finetune_api.launch import resolve_strategy
+    from finetune_api.trainer_config import TrainerConfig
+
+    from .batching import memory_plan
+    from .launch import _resolve, check_merge_fits
+    from .planner import GiB, parse_bytes
+
+    job = load_job(args.spec)
+    spec = job.spec
+    gpus = args.gpus
+    if gpus is None:
+        gpus = spec.distributed.gpus_per_node if spec.distributed.gpus_per_node not in ("auto", 0) else 1
+    if args.gpu_memory is None:
+        from .launch import visible_gpus
+
+        if visible_gpus() == 0:
+            print("error: no GPU visible: pass --gpu-memory (e.g. 80GiB, 141GiB) to plan for a machine", file=sys.stderr)
+            return 2
+        gpu_bytes = None
+    else:
+        gpu_bytes = parse_bytes(args.gpu_memory)
+    base = Path(args.spec).resolve().parent
+    world = gpus * spec.distributed.nodes
+    cfg = TrainerConfig(job=job, model_path=_resolve(base, spec.model.path), output_dir=str(base / "plan-unused"),
+                        nodes=spec.distributed.nodes, nproc_per_node=gpus, device="cuda",
+                        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, world))
+    n_rows = args.examples or spec.training.global_batch_size
+    rp = memory_plan(cfg, world, n_rows, gpu_bytes=gpu_bytes)
+    p = rp.plan
+    e = p.estimate.as_gib()
+    strategy = p.strategy if spec.distributed.strategy == "auto" and world > 1 else rp.strategy
+    print(f"plan for {world} GPU(s) x {p.gpu_bytes / GiB:.0f} GiB: {spec.method.type} + {spec.objective.type}, "
+          f"maxLength {spec.dataset.max_length}")
+    print(f"  strategy:      {strategy}" + (" (auto: the least sharding that fits)" if spec.distributed.strategy == "auto"
+                                             and world > 1 else ""))
+    print(f"  micro-batch:   {rp.batch.micro} x accumulation {rp.batch.accumulation} x {world} = "
+          f"{rp.batch.global_batch} per step")
+    print(f"  checkpointing: {'on' if rp.checkpointing else 'off'}")
+    print("  estimate per GPU (GiB): " + ", ".join(f"{k} {v:.1f}" for k, v in e.items()))
+    if rp.strategy.startswith("deepspeed"):
+        from .deepspeed_config import config_for
+
+        ds = config_for(cfg.model_copy(update={"strategy": rp.strategy}), rp.batch.micro, rp.batch.accumulation,
+                        world)
+        print("  deepspeed config: " + json.dumps(ds))
+    check_merge_fits(cfg)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The `finetune` argument parser."""
     ap = argparse.ArgumentParser(prog="finetune", description="Fine-tune an LLM from one FineTuneJob YAML.")
@@ -90,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--uid", default="00000000-0000-0000-0000-000000000000", help="owner uid to reference")
     p.add_argument("--image", default=None, help="trainer image (default: the operator's default)")
     p.set_defaults(func=_cmd_render)
+    p = sub.add_parser("plan", help="print the memory plan (strategy, micro-batch, checkpointing) and its estimate")
+    p.add_argument("spec")
+    p.add_argument("--gpu-memory", default=None, help="memory per GPU to plan for, e.g. 80GiB or 141GiB "
+                   "(default: this machine's first GPU)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per node to plan for (default: the spec's, or 1)")
+    p.add_argument("--examples", type=int, default=None,
+                   help="training examples (default: assume at least globalBatchSize)")
+    p.set_defaults(func=_cmd_plan)
     p = sub.add_parser("run", help="train locally (CPU or local GPUs) through torchrun, as a pod would")
     p.add_argument("spec")
     p.set_defaults(func=_cmd_run)

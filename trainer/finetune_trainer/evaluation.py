@@ -21,13 +21,16 @@ def eval_loss(model, examples: list[dict], micro: int, d: Dist, pad_id: int) -> 
 
     from .data import collate
 
-    mine = examples[d.rank::d.world]
+    from .preference import shares
+
     total = count = 0.0
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for i in range(0, len(mine), micro):
-            b = collate(mine[i:i + micro], pad_id)
+        for idx in shares(len(examples), micro, d.rank, d.world):  # equal batch counts: sharded models
+            b = collate([examples[i] for i in (idx or [0])], pad_id)
+            if not idx:
+                b["labels"].fill_(-100)  # a dummy forward that counts nothing
             inputs = {k: v.to(d.device) for k, v in b.items() if k in ("input_ids", "attention_mask", "position_ids")}
             logits = model(**inputs).logits
             labels = b["labels"].to(d.device)

@@ -71,6 +71,7 @@ class TrainerMetrics:
         reg = self.registry if rank == 0 else None
         self._gauges = {k: Gauge(f"finetune_{k}", doc, LABELS, registry=reg) for k, doc in GAUGES.items()}
         self._mine = mine
+        self._checkpoint_known = False
         self.checkpoints = Counter("finetune_checkpoints_saved_total", COUNTERS["checkpoints_saved"],
                                    LABELS, registry=reg).labels(**mine)
         self.tokens = Counter("finetune_tokens_processed_total", COUNTERS["tokens_processed"],
@@ -86,16 +87,21 @@ class TrainerMetrics:
     def set(self, **values: Optional[float]) -> None:
         """Set gauges by short name (`step=`, `train_loss=`, ...), skipping None.
 
-        Setting `last_checkpoint_step` also stamps `last_checkpoint_timestamp_seconds` with the time now.
+        Setting `last_checkpoint_step` also stamps `last_checkpoint_timestamp_seconds` with the time now. The
+        first `step` (0, or the step a resumed run starts from) also counts as the newest checkpoint: the
+        work after it is what a crash would lose.
 
         Raises:
             KeyError: an unknown name (a typo would otherwise vanish silently).
         """
+        if "step" in values and values["step"] is not None and not self._checkpoint_known:
+            values = {"last_checkpoint_step": values["step"]} | values
         for k, v in values.items():
             if v is None:
                 continue
             self._gauges[k].labels(**self._mine).set(v)
             if k == "last_checkpoint_step":
+                self._checkpoint_known = True
                 self._gauges["last_checkpoint_timestamp_seconds"].labels(**self._mine).set(time.time())
 
     def gpu_memory(self) -> None:

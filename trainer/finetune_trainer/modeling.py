@@ -68,9 +68,17 @@ def resolve_dtype(cfg: TrainerConfig):
 
 
 def resolve_attn(cfg: TrainerConfig) -> str:
-    """spec.model.attnImplementation; `auto` is SDPA, which every device here supports."""
+    """spec.model.attnImplementation; `auto` is PyTorch's varlen flash attention for packed rows on a GPU
+    (attention.py), else SDPA, which every device here supports."""
     name = cfg.job.spec.model.attn_implementation
-    return "sdpa" if name == "auto" else name
+    if name != "auto":
+        return name
+    from . import attention
+
+    if cfg.device == "cuda" and cfg.job.spec.dataset.packing and attention.available():
+        attention.register()
+        return attention.NAME
+    return "sdpa"
 
 
 def weights_dtype(cfg: TrainerConfig):
@@ -83,6 +91,8 @@ def weights_dtype(cfg: TrainerConfig):
     import torch
 
     dtype = resolve_dtype(cfg)
+    if cfg.strategy.startswith("deepspeed"):  # DeepSpeed's bf16 mode keeps the fp32 master copy itself
+        return dtype
     if cfg.device == "cuda" and cfg.job.spec.method.type in ("full", "spectrum") and dtype == torch.bfloat16:
         return torch.float32
     return dtype
@@ -136,6 +146,12 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.use_cache = False
+    if cfg.device == "cuda" and quant is None and autocast_dtype(cfg) is None:
+        from . import liger
+
+        # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed; measured on bf16 weights
+        # only (W1), so not yet under autocast (fp32 master weights) or on 4-bit weights
+        liger.apply_liger(model)
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 
@@ -216,7 +232,11 @@ def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, al
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=lora.target_modules,
         use_dora=lora.use_dora, task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg), None
+    from . import lora_forward
+
+    model = get_peft_model(model, peft_cfg)
+    lora_forward.use_fast_lora_forward(model)  # adapters in the activations' dtype, add fused into the GEMM
+    return model, None
 
 
 def enable_checkpointing(model, wanted: bool) -> None:

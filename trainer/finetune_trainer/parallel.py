@@ -231,8 +231,13 @@ def decoder_layers(model) -> list:
     raise ValueError(f"{type(model).__name__}: no ModuleList of *DecoderLayer found to shard")
 
 
-def wrap(model, cfg, d, *, compute_dtype=None, reshard_after_forward: bool = True):
+def wrap(model, cfg, d, *, compute_dtype=None, reshard_after_forward: bool = True, batch=None):
     """The strategy object for `cfg.strategy` around `model` (already on its device).
+
+    Args:
+        compute_dtype: FSDP2's bf16 compute over fp32 master weights (None: compute in the weights' dtype).
+        reshard_after_forward: FSDP2 full shard (True) or shard-grad-op (False).
+        batch: the BatchPlan (DeepSpeed's config needs micro-batch and accumulation).
 
     Raises:
         EnvironmentProblem: a DeepSpeed strategy without deepspeed installed.
@@ -244,4 +249,4 @@ def wrap(model, cfg, d, *, compute_dtype=None, reshard_after_forward: bool = Tru
                      cpu_offload=cfg.job.spec.distributed.cpu_offload)
     from .deepspeed_engine import DeepSpeedZero
 
-    return DeepSpeedZero(model, cfg, d)
+    return DeepSpeedZero(model, cfg, d, batch)

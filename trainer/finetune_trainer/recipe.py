@@ -25,7 +25,7 @@ from finetune_api.trainer_config import TrainerConfig
 
 from . import checkpoint as ckpt
 from . import parallel
-from .batching import BatchPlan
+from .batching import BatchPlan, memory_plan
 from .distributed import Dist, all_sum, barrier, init_distributed, shutdown
 from .evaluation import eval_loss, exact_match
 from .flops import flops_per_token, mfu
@@ -33,7 +33,6 @@ from .metrics import TrainerMetrics
 from .modeling import (apply_method, autocast_dtype, check_targets, enable_checkpointing, load_model, load_tokenizer,
                        meta_model)
 from .outputs import SPECTRUM_FILE, save_outputs
-from .planner import memory_plan
 from .preference import collate_pairs, pair_terms, preference_eval, reference_logps
 from .progress import Progress
 
@@ -77,6 +76,8 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     train = [dict(e, index=i) for i, e in enumerate(data.train)] if preference else data.train
     check_targets(meta_model(cfg), cfg)  # before any weight loads
     mem = memory_plan(cfg, d.world, len(train))
+    if mem.strategy != cfg.strategy:  # strategy auto: the memory plan's choice
+        cfg = cfg.model_copy(update={"strategy": mem.strategy})
     plan = mem.batch
     steps_per_epoch = len(train) // plan.global_batch
     total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1.0) * steps_per_epoch))
@@ -94,7 +95,8 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
         f"{cfg.strategy}{', activation checkpointing' if mem.checkpointing else ''}")
     fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     amp = autocast_dtype(cfg)
-    strat = parallel.wrap(model, cfg, d, compute_dtype=amp, reshard_after_forward=mem.reshard_after_forward)
+    strat = parallel.wrap(model, cfg, d, compute_dtype=amp, reshard_after_forward=mem.reshard_after_forward,
+                          batch=plan)
     wrapped = strat.forward_model
     autocast = (lambda: torch.autocast(cfg.device, dtype=amp)) if amp is not None and not strat.sharded \
         else contextlib.nullcontext
@@ -133,9 +135,10 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
 
     # --- observers: metrics endpoint, TensorBoard, progress ------------------------------------------
     metrics = TrainerMetrics(cfg.job.metadata.namespace or "", cfg.job.metadata.name, d.rank)
-    if d.main:
+    if d.local_rank == 0:  # one endpoint per pod: rank 0's training gauges, each node's GPU memory
         metrics.serve(cfg.metrics_port)
-    metrics.set(total_steps=total_steps, step=step, start_time_seconds=time.time())
+    metrics.set(total_steps=total_steps, step=step, start_time_seconds=time.time(),
+                checkpoint_interval_steps=spec.output.save_every_steps)
     writer = _tensorboard(out) if d.main else None
     progress = Progress(total_steps, start=step, every=t.log_every_steps) if d.main else None
     stop = _sigterm_flag()
@@ -187,7 +190,7 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
                     tokens_per_second=g_real / dt, trainable_tokens_per_second=g_tokens / dt,
                     mfu_ratio=mfu(g_real / dt / d.world, fpt) if cfg.device == "cuda" else None,
                     eta_seconds=progress.eta(step) if progress else None)
-        metrics.tokens.inc(n_real)
+        metrics.tokens.inc(g_real)
         metrics.gpu_memory()
         if d.main:
             progress.update(step, loss, lr, g_real / dt)
@@ -319,9 +322,14 @@ def _ce_sum(model, batch: dict, device):
     """Summed next-token cross-entropy over the tokens with a target (labels != -100)."""
     import torch.nn.functional as F
 
+    from . import attention, liger
+
     inputs = {k: v.to(device) for k, v in batch.items() if k in ("input_ids", "attention_mask", "position_ids")}
-    logits = model(**inputs).logits
+    inputs |= attention.forward_kwargs(model, batch, device)  # packed rows under varlen: document bounds
     labels = batch["labels"].to(device)
+    if liger.fused_loss(model):  # Liger's fused LM head + loss: no logits; it returns sum / num_items_in_batch
+        return model(**inputs, labels=labels, num_items_in_batch=1).loss
+    logits = model(**inputs).logits
     return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=-100,
                            reduction="sum")
 

@@ -57,19 +57,26 @@ def test_multi_node_is_for_clusters(tmp_path):
         plan_local(job("  distributed: {nodes: 2}\n"), tmp_path / "job.yaml", gpus_visible=0)
 
 
-@pytest.mark.parametrize("extra,field", [
-    ("  method: {type: spectrum}\n", "spec.method.type"),
-    ("  distributed: {strategy: fsdp}\n", "spec.distributed.strategy"),
+def test_an_option_outside_the_supported_sets_is_refused_by_name(tmp_path, monkeypatch):
+    from finetune_trainer import capabilities
+
+    monkeypatch.setattr(capabilities, "SUPPORTED_METHODS", frozenset({"lora"}))
+    with pytest.raises(NotSupportedYet, match="spec.method.type: method 'spectrum' is not supported yet"):
+        plan_local(job("  method: {type: spectrum}\n"), tmp_path / "job.yaml", gpus_visible=2)
+
+
+@pytest.mark.parametrize("extra", [
+    "  method: {type: spectrum}\n", "  distributed: {strategy: fsdp}\n", "  method: {type: full}\n",
 ])
-def test_options_not_implemented_yet_are_refused_by_name(tmp_path, extra, field):
-    with pytest.raises(NotSupportedYet, match=f"{field}: .* is not supported yet"):
-        plan_local(job(extra), tmp_path / "job.yaml", gpus_visible=2)
+def test_every_method_and_fsdp_plan_on_gpus(tmp_path, extra):
+    cfg = plan_local(job(extra), tmp_path / "job.yaml", gpus_visible=2)
+    assert cfg.nproc_per_node == 2
 
 
-def test_dpo_is_refused_as_not_supported_yet(tmp_path):
-    j = load_job_text(JOB.replace("format: alpaca", "format: preference") + "  objective: {type: dpo}\n")
-    with pytest.raises(NotSupportedYet, match="spec.objective.type: objective 'dpo'"):
-        plan_local(j, tmp_path / "job.yaml", gpus_visible=0)
+def test_dpo_and_orpo_plan(tmp_path):
+    for objective in ("dpo", "orpo"):
+        j = load_job_text(JOB.replace("format: alpaca", "format: preference") + f"  objective: {{type: {objective}}}\n")
+        assert plan_local(j, tmp_path / "job.yaml", gpus_visible=0).device == "cpu"
 
 
 def test_strategy_resolution():

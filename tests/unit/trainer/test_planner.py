@@ -1,0 +1,83 @@
+"""The memory planner on the benchmark's models: the estimate's parts, and the choices it makes from them."""
+
+import pytest
+
+from finetune_trainer.planner import (GiB, DoesNotFit, ModelShape, Workload, choose, estimate, merge_host_bytes,
+                                      parse_bytes, trainable_params)
+
+LLAMA_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 128, "tie_word_embeddings": False}
+LLAMA_1B = {"vocab_size": 128256, "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "head_dim": 64, "tie_word_embeddings": True}
+H100, H200 = 80 * GiB, 141 * GiB
+
+
+def test_parameter_counts_match_the_published_sizes():
+    assert ModelShape.from_config(LLAMA_8B).params == pytest.approx(8.03e9, rel=0.01)
+    assert ModelShape.from_config(LLAMA_1B).params == pytest.approx(1.236e9, rel=0.01)
+    m = ModelShape.from_config(LLAMA_8B)
+    assert trainable_params(m, Workload("lora", "ddp", 1, 2048, H100, lora_rank=16)) == pytest.approx(41.9e6, rel=0.01)
+
+
+def test_weights_by_method():
+    m = ModelShape.from_config(LLAMA_8B)
+    w = lambda method: estimate(m, Workload(method, "ddp", 1, 2048, H100), 1, True).weights / GiB  # noqa: E731
+    assert w("lora") == pytest.approx(15.1, abs=0.3)  # bf16 base + fp32 adapters
+    assert w("qlora") < 6  # NF4 block linears, bf16 embeddings and head
+    assert w("full") == pytest.approx(29.9, abs=0.3)  # fp32 master weights
+
+
+def test_sharding_divides_state_by_the_world():
+    m = ModelShape.from_config(LLAMA_8B)
+    ddp = estimate(m, Workload("full", "ddp", 2, 2048, H200), 1, True)
+    fsdp = estimate(m, Workload("full", "fsdp", 2, 2048, H200), 1, True)
+    zero2 = estimate(m, Workload("full", "deepspeed-zero2", 2, 2048, H200), 1, True)
+    assert fsdp.optimizer == pytest.approx(ddp.optimizer / 2) and fsdp.weights < ddp.weights / 1.8
+    assert zero2.weights == ddp.weights and zero2.gradients == pytest.approx(ddp.gradients / 2)
+    off = estimate(m, Workload("full", "deepspeed-zero3", 2, 2048, H200, cpu_offload=True), 1, True)
+    assert off.optimizer == 0 and off.weights < 2 * GiB
+
+
+def test_w1_lora_on_one_h100_fits_without_checkpointing():
+    p = choose(ModelShape.from_config(LLAMA_8B), Workload("lora", "single", 1, 2048, H100), 16)
+    assert p.checkpointing is False and p.micro * p.accumulation == 16 and p.estimate.total <= 0.92 * H100
+
+
+def test_w3_full_1b_on_one_h100_fits():
+    p = choose(ModelShape.from_config(LLAMA_1B), Workload("full", "single", 1, 2048, H100), 16)
+    assert p.micro >= 1 and p.estimate.total <= 0.92 * H100
+
+
+def test_full_8b_does_not_fit_one_h100_and_says_why():
+    with pytest.raises(DoesNotFit, match=r"needs \d+\.\d GiB per GPU .* of 80 GiB"):
+        choose(ModelShape.from_config(LLAMA_8B), Workload("full", "ddp", 1, 2048, H100), 16)
+
+
+def test_auto_strategy_picks_the_least_sharding_that_fits():
+    m = ModelShape.from_config(LLAMA_8B)
+    assert choose(m, Workload("lora", "ddp", 2, 2048, H200), 16, strategy_auto=True).strategy == "ddp"
+    full = choose(m, Workload("full", "ddp", 2, 2048, H100), 16, strategy_auto=True)
+    assert full.strategy == "fsdp"  # 8B full: replicated or grad-op sharded do not fit 80 GiB; full shard does
+
+
+def test_explicit_micro_and_checkpointing_are_kept():
+    p = choose(ModelShape.from_config(LLAMA_1B), Workload("full", "single", 1, 2048, H100), 16, micro=2,
+               checkpointing=True)
+    assert (p.micro, p.checkpointing, p.accumulation) == (2, True, 8)
+
+
+def test_preference_pairs_double_the_activation_rows():
+    m = ModelShape.from_config(LLAMA_1B)
+    one = estimate(m, Workload("lora", "single", 1, 1024, H100), 2, False)
+    two = estimate(m, Workload("lora", "single", 1, 1024, H100, rows_per_example=2), 2, False)
+    assert two.activations == pytest.approx(2 * one.activations) and two.logits == pytest.approx(2 * one.logits)
+
+
+def test_merge_needs_the_bf16_base_in_host_memory():
+    assert merge_host_bytes(ModelShape.from_config(LLAMA_8B)) / GiB == pytest.approx(18.5, abs=1)
+
+
+@pytest.mark.parametrize("text,value", [("141GiB", 141 * GiB), ("80GB", 80 * 10 ** 9), ("1.5Ti", int(1.5 * 1024 ** 4)),
+                                        ("1024", 1024)])
+def test_parse_bytes(text, value):
+    assert parse_bytes(text) == value

@@ -1,0 +1,234 @@
+"""The memory planner: from model config, method, strategy, length and GPU memory to a batch/strategy plan.
+
+Pure arithmetic (no torch import): `finetune plan job.yaml --gpu-memory 141GiB --gpus 2` plans for a machine
+you do not have, and the trainer uses the same function on its own GPU. Per GPU it estimates, in bytes:
+
+    weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears; fp32 4 for
+                 full/Spectrum, whose master weights stay fp32 under bf16 autocast), / world when sharded (FSDP,
+                 ZeRO-3), plus two unsharded blocks in bf16 in flight
+    gradients    4 x trainable (fp32), / world for ZeRO-2, ZeRO-3 and FSDP
+    optimizer    8 x trainable (AdamW's two fp32 moments), / world when sharded; 0 with cpuOffload
+    activations  per token per block: the bf16 tensors autograd keeps (norm inputs in fp32, q/k/v/o, the
+                 MLP's gate/up/act/product, LoRA's fp32 inputs); with checkpointing only each block's input
+                 plus one block recomputed
+    logits       per token: vocab x (2 bf16 + 4 fp32 upcast + 4 log-softmax + 4 grad) bytes
+    workspace    a fixed 1 GiB (CUDA/cuBLAS workspaces, allocator slack)
+
+and chooses, in this order of preference: the least sharding that fits (ddp < fsdp shard-grad-op < fsdp full
+shard) when `strategy: auto`; no activation checkpointing if any micro-batch fits without it; the largest
+power-of-two micro-batch that fits (at most globalBatchSize / processes); accumulation to reach the global
+batch. Calibrated against measured peaks on an H100 (bench/results/planner-*.json); the constants are here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import TrainerInputError
+
+GiB = 1024 ** 3
+WORKSPACE = 1 * GiB
+HEADROOM = 0.92  # plan to at most this share of the GPU's memory
+NF4_BYTES = 0.516  # 4 bits + double-quantised absmax (8 bits per 64 weights, itself quantised per 256)
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """The numbers of a decoder-only transformer the estimate needs (read off its config.json)."""
+
+    vocab: int
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    tied: bool
+
+    @classmethod
+    def from_config(cls, c: dict) -> "ModelShape":
+        """From a transformers config dict (Llama, Qwen, Mistral, Gemma naming)."""
+        c = dict(c.get("text_config") or {}, **{k: v for k, v in c.items() if k != "text_config"})
+        heads = c["num_attention_heads"]
+        return cls(vocab=c["vocab_size"], hidden=c["hidden_size"], intermediate=c["intermediate_size"],
+                   layers=c["num_hidden_layers"], heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads, tied=bool(c.get("tie_word_embeddings")))
+
+    def linears(self) -> dict[str, tuple[int, int]]:
+        """(in, out) of each linear of one block, by name."""
+        d, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
+        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
+                "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
+
+    @property
+    def block_params(self) -> int:
+        return sum(a * b for a, b in self.linears().values()) + 2 * self.hidden
+
+    @property
+    def embed_params(self) -> int:
+        return self.vocab * self.hidden
+
+    @property
+    def params(self) -> int:
+        return self.layers * self.block_params + self.embed_params * (1 if self.tied else 2) + self.hidden
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What is trained, how, and on what."""
+
+    method: str  # lora | qlora | full | spectrum
+    strategy: str  # single | ddp | fsdp | fsdp-shard-grad-op | deepspeed-zero2 | deepspeed-zero3
+    world: int
+    seq_len: int
+    gpu_bytes: int
+    lora_rank: int = 16
+    lora_targets: tuple[str, ...] | None = None  # None: all linear
+    spectrum_fraction: float = 0.25
+    cpu_offload: bool = False
+    rows_per_example: int = 1  # 2 for preference pairs (chosen + rejected)
+
+
+@dataclass
+class Estimate:
+    """Predicted peak allocated bytes per GPU, by part."""
+
+    weights: float
+    gradients: float
+    optimizer: float
+    activations: float
+    logits: float
+    workspace: float = WORKSPACE
+
+    @property
+    def total(self) -> float:
+        return self.weights + self.gradients + self.optimizer + self.activations + self.logits + self.workspace
+
+    def as_gib(self) -> dict[str, float]:
+        parts = ("weights", "gradients", "optimizer", "activations", "logits", "workspace")
+        return {k: round(getattr(self, k) / GiB, 2) for k in parts} | {"total": round(self.total / GiB, 2)}
+
+
+def trainable_params(m: ModelShape, w: Workload) -> int:
+    """Parameters the optimizer updates."""
+    if w.method == "full":
+        return m.params
+    if w.method == "spectrum":
+        k = max(1, math.floor(m.layers * w.spectrum_fraction + 1e-9))
+        return k * sum(a * b for a, b in m.linears().values())
+    targets = m.linears() if w.lora_targets is None else {n: s for n, s in m.linears().items() if n in w.lora_targets}
+    return m.layers * sum(w.lora_rank * (a + b) for a, b in targets.values())
+
+
+def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool) -> Estimate:
+    """Peak bytes per GPU for one micro-batch of `micro` examples of `seq_len` tokens."""
+    shard_params = w.strategy in ("fsdp", "deepspeed-zero3") and w.world > 1
+    shard_grads = shard_params or (w.strategy in ("fsdp-shard-grad-op", "deepspeed-zero2") and w.world > 1)
+    n, nt = m.params, trainable_params(m, w)
+    if w.method == "qlora":
+        block_linear = m.layers * sum(a * b for a, b in m.linears().values())
+        weights = block_linear * NF4_BYTES + (n - block_linear) * 2
+    elif w.method in ("full", "spectrum"):
+        weights = 4 * n
+    else:
+        weights = 2 * n
+    adapters = nt * 4 if w.method in ("lora", "qlora") else 0  # peft keeps adapters in fp32
+    weights += adapters
+    if shard_params:
+        weights = weights / w.world + 2 * m.block_params * 2  # two unsharded bf16 blocks in flight
+    if w.cpu_offload and shard_params:
+        weights = 2 * m.block_params * 2
+    grads = 4 * nt / (w.world if shard_grads else 1)
+    optim = 0.0 if w.cpu_offload else 8 * nt / (w.world if shard_grads else 1)
+    tokens = micro * w.seq_len * w.rows_per_example
+    act = tokens * (_block_activation_bytes(m, w) * (1 if checkpointing else m.layers)
+                    + (2 * m.hidden * m.layers if checkpointing else 0))
+    logits = tokens * m.vocab * 14
+    return Estimate(weights, grads, optim, act, logits)
+
+
+def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
+    """Bytes autograd keeps per token for one block (bf16 unless said), SDPA/flash attention."""
+    d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.intermediate
+    q = m.heads * m.head_dim
+    attn = 2 * (d + q + 2 * kv + q + kv + q + q) + 4 * d  # normed input, q k v, roped q k, attn out, o input; fp32 norm
+    mlp = 2 * (d + 4 * i) + 4 * d
+    lora = 0.0
+    if w.method in ("lora", "qlora"):
+        ins = [a for n, (a, _) in m.linears().items() if w.lora_targets is None or n in w.lora_targets]
+        lora = sum(5 * a + 4 * w.lora_rank for a in ins)  # fp32 input copy + dropout mask + r-dim output
+    if w.method == "qlora":
+        mlp += 2 * i  # dequantised-weight matmuls keep an extra bf16 copy of the MLP's wide input
+    return attn + mlp + lora
+
+
+@dataclass
+class Plan:
+    """The planner's choice and its estimate."""
+
+    strategy: str
+    micro: int
+    accumulation: int
+    checkpointing: bool
+    estimate: Estimate
+    gpu_bytes: int
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fsdp_reshard_after_forward(self) -> bool:
+        return self.strategy != "fsdp-shard-grad-op"
+
+
+class DoesNotFit(TrainerInputError):
+    """No strategy, micro-batch and checkpointing setting fits the GPU memory."""
+
+
+def choose(m: ModelShape, w: Workload, global_batch: int, *, strategy_auto: bool = False,
+           micro: int | None = None, accumulation: int | None = None, checkpointing: bool | None = None) -> Plan:
+    """Pick strategy (if auto), checkpointing (if None) and micro-batch (if None) that fit `w.gpu_bytes`.
+
+    Raises:
+        DoesNotFit: even micro-batch 1 with checkpointing and the most sharding considered does not fit.
+    """
+    budget = w.gpu_bytes * HEADROOM
+    strategies = [w.strategy]
+    if strategy_auto and w.world > 1:
+        strategies = ["ddp", "fsdp-shard-grad-op", "fsdp"]
+    per_rank = max(1, global_batch // w.world)
+    micros = [micro] if micro else [2 ** k for k in range(int(math.log2(per_rank)), -1, -1)]
+    ckpts = [checkpointing] if checkpointing is not None else [False, True]
+    best = None
+    for strat in strategies:
+        ws = Workload(**{**w.__dict__, "strategy": strat})
+        for ck in ckpts:
+            for mb in micros:
+                e = estimate(m, ws, mb, ck)
+                if best is None or e.total < best[0].total:
+                    best = (e, strat, mb, ck)
+                if e.total <= budget:
+                    acc = accumulation or max(1, global_batch // (mb * w.world))
+                    return Plan(strat, mb, acc, ck, e, w.gpu_bytes)
+    e, strat, mb, ck = best
+    raise DoesNotFit(
+        f"the memory plan does not fit: {strat}, micro-batch {mb}, checkpointing {'on' if ck else 'off'} needs "
+        f"{e.total / GiB:.1f} GiB per GPU (weights {e.weights / GiB:.1f}, gradients {e.gradients / GiB:.1f}, "
+        f"optimizer {e.optimizer / GiB:.1f}, activations {e.activations / GiB:.1f}, logits {e.logits / GiB:.1f}) "
+        f"of {w.gpu_bytes / GiB:.0f} GiB; use more GPUs, spec.distributed.strategy fsdp/deepspeed-zero3 with "
+        "cpuOffload, method qlora, or a shorter spec.dataset.maxLength")
+
+
+def merge_host_bytes(m: ModelShape) -> int:
+    """Host memory the CPU merge of an adapter needs: the bf16 base once, plus a shard being written."""
+    return int(m.params * 2 * 1.1 + 2 * GiB)
+
+
+def parse_bytes(text: str) -> int:
+    """'141GiB', '80GB', '80G', '1.5TiB', or a number of bytes."""
+    t = text.strip()
+    units = {"tib": 1024 ** 4, "gib": GiB, "mib": 1024 ** 2, "tb": 10 ** 12, "gb": 10 ** 9, "mb": 10 ** 6,
+             "ti": 1024 ** 4, "gi": GiB, "mi": 1024 ** 2, "t": 10 ** 12, "g": 10 ** 9, "m": 10 ** 6}
+    for u in sorted(units, key=len, reverse=True):
+        if t.lower().endswith(u):
+            return int(float(t[: -len(u)]) * units[u])
+    return int(float(t))
