@@ -58,8 +58,9 @@ def quickstart_model(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def operator_metrics(prometheus):
-    """The operator's real metrics module, serving phases of three jobs, one reconcile and one error."""
+    """The operator's real metrics module, serving phases of three jobs, a transition, a reconcile and an error."""
     m = OperatorMetrics(lambda: ["Running", "Pending", "Failed"])
+    m.transitions.labels("Pending", "Running").inc()
     m.reconcile_seconds.labels("status").observe(0.02)
     m.reconcile_errors.labels("create", "ReconcileError").inc()
     port = prometheus.free_port()

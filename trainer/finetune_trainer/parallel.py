@@ -20,19 +20,8 @@ import contextlib
 from typing import Any
 
 
-class Replicated:
-    """One process, or DDP: every rank holds the whole model; gradients are all-reduced by DDP."""
-
-    sharded = False
-
-    def __init__(self, model, d, device_kind: str):
-        self.model = model
-        self.forward_model = model
-        if d.world > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-
-            self.forward_model = DDP(model, device_ids=[d.local_rank] if device_kind == "cuda" else None)
-        self.world = d.world
+class _Steps:
+    """The verbs every strategy shares once its model is wrapped: optimizer set-up, backward, step, checkpoints."""
 
     def setup_optimizer(self, make_optimizer, make_scheduler) -> None:
         """Build the optimizer over the (wrapped) trainable parameters, and its LR schedule."""
@@ -73,6 +62,21 @@ class Replicated:
         """The parameters the optimizer updates."""
         return [p for p in self.model.parameters() if p.requires_grad]
 
+
+class Replicated(_Steps):
+    """One process, or DDP: every rank holds the whole model; gradients are all-reduced by DDP."""
+
+    sharded = False
+
+    def __init__(self, model, d, device_kind: str):
+        self.model = model
+        self.forward_model = model
+        if d.world > 1:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            self.forward_model = DDP(model, device_ids=[d.local_rank] if device_kind == "cuda" else None)
+        self.world = d.world
+
     def accumulating(self, last: bool):
         """Context for one micro-batch: skip DDP's all-reduce on all but the last."""
         if self.world > 1 and not last:
@@ -109,7 +113,7 @@ class Replicated:
         return None
 
 
-class Fsdp2:
+class Fsdp2(_Steps):
     """FSDP2: `fully_shard` on every decoder layer, then on the transformers model (the root).
 
     The root is the transformers model, not peft's wrapper, so `generate` (which peft forwards to the base
@@ -135,44 +139,6 @@ class Fsdp2:
             fully_shard(block, reshard_after_forward=reshard_after_forward, **kw)
         fully_shard(root, reshard_after_forward=reshard_after_forward, **kw)
         self.root = root
-
-    def setup_optimizer(self, make_optimizer, make_scheduler) -> None:
-        """Build the optimizer over the (wrapped) trainable parameters, and its LR schedule."""
-        self.optimizer = make_optimizer(self.trainable())
-        self.scheduler = make_scheduler(self.optimizer)
-
-    def backward(self, loss, last: bool) -> None:
-        """Accumulate the gradient of `loss` (already scaled for averaging over ranks)."""
-        loss.backward()
-
-    def step(self, max_norm: float) -> float:
-        """Clip (0: measure only), optimizer and scheduler step, zero grads; returns the pre-clip grad norm."""
-        norm = self.clip(max_norm if max_norm > 0 else float("inf"))
-        self.optimizer.step()
-        self.scheduler.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return norm
-
-    def lr(self) -> float:
-        return self.scheduler.get_last_lr()[0]
-
-    def save(self, out, step: int, train_state: dict, keep_last: int, rank: int, barrier) -> None:
-        """Write checkpoint `step` (collective: every rank calls it; rank 0 writes the shared files)."""
-        from . import checkpoint as ckpt
-
-        weights = self.gather_trainable()
-        opt = self.gather_optimizer(self.optimizer)
-        ckpt.save_checkpoint(out, step, self.model, self.optimizer, self.scheduler, train_state, keep_last,
-                             rank=rank, barrier=barrier, weights=weights, optimizer_state=opt)
-
-    def load(self, path, rank: int) -> dict:
-        """Restore checkpoint `path`; returns its train state."""
-        from . import checkpoint as ckpt
-
-        return ckpt.load_checkpoint(path, self.model, self.optimizer, self.scheduler, rank=rank, strategy=self)
-
-    def trainable(self) -> list:
-        return [p for p in self.model.parameters() if p.requires_grad]
 
     def accumulating(self, last: bool):
         """Reduce-scatter gradients only on the last micro-batch of a step."""
