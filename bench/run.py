@@ -45,7 +45,7 @@ ABLATIONS = {
     "packed_varlen_liger_peft_lora_mb2": dict(micro=2, accumulation=6, fast_lora=False, **_NO),
     "packed_varlen_liger_peft_lora_mb3": dict(micro=3, accumulation=4, fast_lora=False, **_NO),
     "packed_varlen_liger_fast_lora_mb3": dict(micro=3, accumulation=4, **_NO),
-    "packed_varlen_liger_fast_lora_mb6": dict(micro=6, accumulation=2, **_NO),
+    "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
     "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
     "packed_varlen_no_liger_fast_lora_mb4": dict(micro=4, accumulation=3, liger_on=False, **_NO),
 }

@@ -64,8 +64,8 @@ class Workload:
     lora_rank: int = 16
     lora_alpha: float = 32.0
     baseline_batch: int = 4
-    ours_micro: int = 4
-    ours_accumulation: int = 3
+    ours_micro: int = 6
+    ours_accumulation: int = 2
     ours_checkpointing: bool = False
 
 

@@ -155,11 +155,12 @@ def test_every_example_creates_owned_children_with_hardened_gpu_pods(cp, operato
 
         def complete():
             kids = children(cp, namespace, name)
-            return kids if kids["jobs"] and len(kids["pods"]) == nodes else None
+            listed = all(kids[k] for k in ("serviceaccounts", "configmaps", "services", "jobs"))
+            return kids if listed and len(kids["pods"]) == nodes else None  # lists may lag under load
 
         kids = wait_for(complete, 60, f"children and {nodes} pod(s) of {name}")
         for kind in ("serviceaccounts", "configmaps", "services", "jobs"):
-            assert len(kids[kind]) == 1, (name, kind)
+            assert len(kids[kind]) == 1, (name, kind, [k["metadata"]["name"] for k in kids[kind]])
             refs = kids[kind][0]["metadata"]["ownerReferences"]
             assert [(r["kind"], r["uid"], r.get("controller")) for r in refs] == [("FineTuneJob", uid, True)]
         wants_pvc = "create" in (spec["output"].get("volume") or {})
