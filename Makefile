@@ -18,7 +18,9 @@ venv: $(VENV)/.complete
 	@ln -sfn $(VENV) .venv
 	@.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -e '^\s*$$' -e WheelFile -e '!!' || true
 
-$(VENV)/.complete: requirements/lock.txt
+# No prerequisite: the lock file's hash is in the venv's path, so a changed lock means a new venv; a fresh
+# clone's newer file times must not rebuild a venv that is already complete.
+$(VENV)/.complete:
 	@echo "creating $(VENV) (first time: torch and friends, a few GB; cached afterwards)"
 	rm -rf $(VENV)
 	$(PY) -m venv $(VENV)

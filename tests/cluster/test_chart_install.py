@@ -66,3 +66,29 @@ def test_operator_rbac_is_least_privilege(installed, verb, resource, allowed):
     sa = f"system:serviceaccount:{NS}:{RELEASE}-finetune-operator"
     r = installed.kubectl("auth", "can-i", verb, resource, "--as", sa, "-n", "default")
     assert r.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, r.stdout, r.stderr)
+
+
+def test_helm_lint_strict_is_clean(control_plane):
+    r = control_plane.helm("lint", "--strict", str(CHART))
+    assert r.returncode == 0 and "0 chart(s) failed" in r.stdout, r.stdout + r.stderr
+
+
+@pytest.mark.parametrize("prometheus_operator", [False, True])
+def test_helm_template_renders_monitoring_only_with_the_prometheus_operator(control_plane, prometheus_operator):
+    import yaml
+
+    args = ["template", "ft", str(CHART), "-n", NS]
+    if prometheus_operator:
+        args += ["--api-versions", "monitoring.coreos.com/v1"]
+    r = control_plane.helm(*args)
+    assert r.returncode == 0, r.stderr
+    kinds = {d["kind"] for d in yaml.safe_load_all(r.stdout) if d}
+    assert {"Deployment", "ClusterRole", "ClusterRoleBinding", "ServiceAccount", "Service", "NetworkPolicy",
+            "ConfigMap"} <= kinds, kinds
+    monitoring = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+    assert (monitoring <= kinds) if prometheus_operator else not (monitoring & kinds), kinds
+
+
+def test_values_schema_refuses_bad_values_with_the_key(control_plane):
+    r = control_plane.helm("template", "ft", str(CHART), "--set", "metrics.port=80")
+    assert r.returncode != 0 and "metrics.port" in (r.stderr + r.stdout), r.stderr
