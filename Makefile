@@ -12,7 +12,7 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart test test-fast test-cluster crd clean-quickstart
+.PHONY: venv quickstart preference test test-fast crd clean-quickstart
 
 venv: $(VENV)/.complete
 	@ln -sfn $(VENV) .venv
@@ -33,6 +33,15 @@ $(QS_MODEL): | venv
 
 quickstart: venv $(QS_MODEL)
 	.venv/bin/finetune run examples/quickstart/job.yaml
+
+# DPO and ORPO on the preference example (tiny model created the same way as the quickstart's).
+PREF_MODEL := examples/preference/.model
+$(PREF_MODEL): | venv
+	.venv/bin/python -m finetune_trainer.tiny_model --out $(PREF_MODEL) --corpus examples/preference/data/train.jsonl
+
+preference: venv $(PREF_MODEL)
+	.venv/bin/finetune run examples/preference/dpo.yaml
+	.venv/bin/finetune run examples/preference/orpo.yaml
 
 clean-quickstart:
 	rm -rf out/quickstart $(QS_MODEL)

@@ -38,11 +38,13 @@ def torchrun_args(*, nodes: int, nproc_per_node: int, config_path: str, node_ran
 
 
 def resolve_strategy(requested: str, method: str, world_size: int) -> str:
-    """`auto` -> a concrete strategy; one process never needs one ("single").
+    """`auto` -> a concrete strategy; one process needs none ("single") unless a sharded one is asked for.
 
+    An explicit fsdp / deepspeed-zero2 / deepspeed-zero3 is kept on one process: with `cpuOffload` it is how a
+    model too large for one GPU trains there (ZeRO-Offload), and dropping it would silently drop the offload.
     Shared by `finetune run` (trainer) and the operator's rendered TrainerConfig, so both decide alike.
     """
-    if world_size == 1:
+    if world_size == 1 and requested in ("auto", "ddp"):
         return "single"
     if requested != "auto":
         return requested

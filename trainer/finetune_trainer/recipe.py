@@ -217,6 +217,8 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     # --- evaluate and save -------------------------------------------------------------------------
     summary: dict[str, Any] = {"steps": step, "final_loss": last.get("loss"), "trainable_parameters": n_trainable,
                                "data": data.report.as_dict()}
+    if cfg.device == "cuda":  # this rank's (rank 0's in the manifest) peak allocated over load + training
+        summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(d.device) / 2 ** 30, 3)
     if initial_eval is None and d.main:
         initial_eval = _history_eval_at_step0(out)
     if initial_eval is not None:

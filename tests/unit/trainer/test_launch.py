@@ -81,6 +81,9 @@ def test_dpo_and_orpo_plan(tmp_path):
 
 def test_strategy_resolution():
     assert resolve_strategy("auto", "lora", 1) == "single"
+    assert resolve_strategy("ddp", "lora", 1) == "single"
+    assert resolve_strategy("deepspeed-zero3", "full", 1) == "deepspeed-zero3"  # ZeRO-Offload on one GPU
+    assert resolve_strategy("fsdp", "full", 1) == "fsdp"
     assert resolve_strategy("auto", "lora", 2) == "ddp"
     assert resolve_strategy("auto", "full", 2) == "fsdp"
     assert resolve_strategy("deepspeed-zero3", "full", 8) == "deepspeed-zero3"
