@@ -16,7 +16,7 @@ QS_MODEL := examples/quickstart/.model
 
 venv: $(VENV)/.complete
 	@ln -sfn $(VENV) .venv
-	@.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1 | grep -v -e '^\s*$$' -e WheelFile -e '!!' || true
+	@out=$$(.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
 
 # No prerequisite: the lock file's hash is in the venv's path, so a changed lock means a new venv; a fresh
 # clone's newer file times must not rebuild a venv that is already complete.
