@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+QUICKSTART = REPO / "examples" / "quickstart"
 
 CORPUS = [
     "Is 1234 even or odd? even",
@@ -33,3 +36,12 @@ def tiny_tokenizer(tiny_model_dir):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def quickstart_model(tmp_path_factory) -> Path:
+    """The quickstart's tiny model, created the way `make quickstart` creates it."""
+    out = tmp_path_factory.mktemp("qs") / "model"
+    subprocess.run([sys.executable, "-m", "finetune_trainer.tiny_model", "--out", str(out), "--corpus",
+                    str(QUICKSTART / "data" / "train.jsonl")], check=True, capture_output=True)
+    return out

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 import pytest
-from controlplane import CHAOS_FAIL_LABEL, GPU_NODE, ControlPlane, wait_for
+from controlplane import CHAOS_FAIL_LABEL, ControlPlane, wait_for
 from kopf.testing import KopfRunner
 
 REPO = Path(__file__).resolve().parents[2]

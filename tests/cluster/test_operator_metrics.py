@@ -7,15 +7,12 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
-import tempfile
-from pathlib import Path
 
 import pytest
 
 import test_operator
 from finetune_operator.dashboard import DASHBOARD_FILE, panel_queries
-from support.prometheus import Prometheus
+from support.prometheus import running_prometheus
 from test_operator import CHAOS, CHAOS_FAIL_LABEL, RUN_LONG, apply, ftj, install_crd, running_operator, wait_phase
 
 METRIC = re.compile(r"\bfinetune_operator_[a-z_]+\b")
@@ -23,14 +20,8 @@ METRIC = re.compile(r"\bfinetune_operator_[a-z_]+\b")
 
 @pytest.fixture(scope="module")
 def prometheus():
-    workdir = Path(tempfile.mkdtemp(prefix="finetune-prom-"))
-    server = Prometheus(workdir)
-    try:
-        server.start()
+    with running_prometheus() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def test_prometheus_sees_the_operators_jobs_by_phase_and_the_failed_alert(control_plane, namespace, prometheus,

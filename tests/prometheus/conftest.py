@@ -5,13 +5,11 @@ Every test under tests/prometheus is in the `slow` tier (CI runs it; plain `pyte
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 
 import pytest
 
-from support.prometheus import Prometheus, prometheus_binary
+from support.prometheus import running_prometheus, prometheus_binary
 
 HERE = Path(__file__).resolve().parent
 
@@ -26,14 +24,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 @pytest.fixture(scope="session")
 def prometheus():
     """A real Prometheus on 127.0.0.1 (scrapes every 200ms, evaluates rules every 1s), stopped at the end of the session."""
-    workdir = Path(tempfile.mkdtemp(prefix="finetune-prom-"))
-    server = Prometheus(workdir)
-    try:
-        server.start()
+    with running_prometheus() as server:
         yield server
-    finally:
-        server.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

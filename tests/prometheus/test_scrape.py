@@ -25,7 +25,7 @@ from finetune_operator import alerts
 from finetune_operator.dashboard import DASHBOARD_FILE, panel_queries
 from finetune_operator.metrics import OperatorMetrics
 from finetune_trainer.metrics import TrainerMetrics
-from support.cli_runs import QUICKSTART, history, write_job
+from support.cli_runs import history, write_job
 
 STEPS = 200
 JOB = "quickstart"          # metadata.name of examples/quickstart/job.yaml
@@ -45,15 +45,6 @@ def exported_names(registry) -> set[str]:
         else:
             names.add(family.name)
     return names
-
-
-@pytest.fixture(scope="session")
-def quickstart_model(tmp_path_factory) -> Path:
-    """The quickstart's tiny model, created the way `make quickstart` creates it."""
-    out = tmp_path_factory.mktemp("qs") / "model"
-    subprocess.run([sys.executable, "-m", "finetune_trainer.tiny_model", "--out", str(out), "--corpus",
-                    str(QUICKSTART / "data" / "train.jsonl")], check=True, capture_output=True)
-    return out
 
 
 @pytest.fixture(scope="module")

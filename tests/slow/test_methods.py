@@ -6,7 +6,6 @@ after the method is applied and compared with the trained model, as trl's tests 
 
 from pathlib import Path
 
-import pytest
 import torch
 import yaml
 

@@ -9,10 +9,12 @@ Used by tests/prometheus (slow tier) and tests/cluster/test_operator_metrics.py.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.parse
@@ -126,3 +128,16 @@ class Prometheus:
                 return got
             time.sleep(0.5)
         pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+@contextlib.contextmanager
+def running_prometheus():
+    """A started Prometheus in a temp directory, stopped and removed on exit."""
+    workdir = Path(tempfile.mkdtemp(prefix="finetune-prom-"))
+    server = Prometheus(workdir)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(workdir, ignore_errors=True)

@@ -1,6 +1,5 @@
 """`finetune run`'s launch plan: devices, processes, strategy, paths — and what it refuses before loading."""
 
-from pathlib import Path
 
 import pytest
 
