@@ -88,3 +88,23 @@ def test_liger_fused_loss_equals_logits_cross_entropy_sum(tiny_model_dir):
     ref = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
                                             ignore_index=-100, reduction="sum")
     assert fused.item() == pytest.approx(ref.item(), rel=2e-2)
+
+
+def test_varlen_takes_fp32_inputs_under_autocast_and_without():
+    """Full fine-tuning (fp32 master weights, bf16 autocast) and QLoRA (fp32 norms) hand the kernel fp32 q/k:
+    it runs them in half precision and answers in the input's dtype, close to the bf16 call's result."""
+    from finetune_trainer import attention
+
+    torch.manual_seed(0)
+    lens = [5, 40, 83]
+    cu = torch.tensor([0, 5, 45, 128], dtype=torch.int32, device="cuda")
+    q, k, v = (torch.randn(1, h, 128, 64, device="cuda") for h in (8, 2, 2))
+    ref, _ = attention.varlen_attention_forward(None, q.bfloat16(), k.bfloat16(), v.bfloat16(), None,
+                                                scaling=0.125, cu_seq_lens_q=cu, max_length_q=max(lens))
+    out, _ = attention.varlen_attention_forward(None, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu,
+                                                max_length_q=max(lens))
+    assert out.dtype == torch.float32 and torch.allclose(out, ref.float(), atol=1e-2)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        out2, _ = attention.varlen_attention_forward(None, q, k, v, None, scaling=0.125, cu_seq_lens_q=cu,
+                                                     max_length_q=max(lens))
+    assert torch.allclose(out2, ref.float(), atol=1e-2)

@@ -110,6 +110,13 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
                                       **kwargs)
     from torch.nn.attention.varlen import varlen_attn
 
+    dtype = query.dtype
+    if query.is_cuda and dtype not in (torch.float16, torch.bfloat16):
+        # the flash kernel takes half types only; q/k come out fp32 when RoPE's cos/sin follow fp32 hidden
+        # states: full fine-tuning's fp32 master weights under bf16 autocast, QLoRA's fp32 norms/embeddings
+        half = torch.get_autocast_dtype("cuda") if torch.is_autocast_enabled("cuda") else torch.bfloat16
+        query, key, value = query.to(half), key.to(half), value.to(half)  # output back in `dtype`, as SDPA's
+
     cu = kwargs.get("cu_seq_lens_q")
     if cu is not None:
         longest = int(kwargs["max_length_q"])
@@ -131,7 +138,7 @@ def varlen_attention_forward(module, query, key, value, attention_mask, scaling=
         _gqa_native = False
         k, v = (t.repeat_interleave(hq // t.shape[1], dim=1) for t in (k, v))
         out = varlen_attn(q, k, v, cu, cu, longest, longest, scale=scaling, window_size=(-1, 0))
-    return out.view(b, s, hq, d), None
+    return out.view(b, s, hq, d).to(dtype), None
 
 
 def _kernel_runs_on(device) -> bool:

@@ -112,6 +112,7 @@ def memory_plan(cfg, world: int, n_train: int, gpu_bytes: int | None = None) -> 
 
 def workload(cfg, world: int, gpu_bytes: int):
     """The planner's Workload for a TrainerConfig."""
+    from .liger import installed
     from .planner import Workload
 
     spec = cfg.job.spec
@@ -121,7 +122,8 @@ def workload(cfg, world: int, gpu_bytes: int):
                     gpu_bytes=gpu_bytes, lora_rank=spec.lora.rank,
                     lora_targets=None if targets == "all-linear" else tuple(targets),
                     spectrum_fraction=spec.spectrum.fraction, cpu_offload=spec.distributed.cpu_offload,
-                    rows_per_example=2 if spec.objective.type in ("dpo", "orpo") else 1)
+                    rows_per_example=2 if spec.objective.type in ("dpo", "orpo") else 1,
+                    fused_kernels=installed())
 
 
 def model_config(cfg) -> dict:

@@ -50,7 +50,11 @@ class DeepSpeedZero:
         self.engine, self.optimizer, _, _ = self.deepspeed.initialize(model=self.model, model_parameters=params,
                                                                       config=self.ds_config)
         self.forward_model = self.engine
-        self.scheduler = make_scheduler(self.optimizer)
+        # torch's schedulers accept only a torch Optimizer; ZeRO's wrapper is not one, but the optimizer it wraps
+        # (FusedAdam / DeepSpeedCPUAdam) is, and its param_groups are the ones ZeRO steps (DeepSpeed does the same
+        # with a client scheduler: it hands it engine.basic_optimizer)
+        self.scheduler = make_scheduler(getattr(self.engine, "basic_optimizer", None)
+                                        or getattr(self.optimizer, "optimizer", self.optimizer))
 
     def accumulating(self, last: bool):
         return contextlib.nullcontext()  # the engine knows the accumulation boundary from its config

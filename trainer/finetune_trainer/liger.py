@@ -25,11 +25,13 @@ def installed() -> bool:
     return importlib.util.find_spec("liger_kernel") is not None
 
 
-def apply_liger(model) -> bool:
+def apply_liger(model, fused_loss: bool = True) -> bool:
     """Swap in Liger's RMSNorm, RoPE, SwiGLU and fused linear cross-entropy for a supported architecture.
 
     Args:
         model: a transformers causal LM, before adapters are added.
+        fused_loss: also the fused linear cross-entropy. False under DeepSpeed ZeRO-3: FLCE reads the LM head's
+            weight as an attribute, outside the head's forward, where ZeRO-3 has not gathered it (an empty shard).
 
     Returns:
         True if the kernels were applied; False when liger-kernel is missing, the model is not on CUDA
@@ -42,8 +44,8 @@ def apply_liger(model) -> bool:
     if getattr(model.config, "model_type", None) not in MODEL_TYPE_TO_APPLY_LIGER_FN:
         return False
     _apply_liger_kernel_to_instance(model=model, rope=True, rms_norm=True, swiglu=True,
-                                    fused_linear_cross_entropy=True, cross_entropy=False)
-    setattr(model, _MARK, True)
+                                    fused_linear_cross_entropy=fused_loss, cross_entropy=False)
+    setattr(model, _MARK, fused_loss)
     return True
 
 

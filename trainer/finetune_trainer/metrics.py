@@ -123,8 +123,11 @@ class TrainerMetrics:
         import torch.distributed as dist
 
         rows: Iterable[tuple[int, int, float, float]] = [(self.rank, self.node_rank, allocated, reserved)]
-        if dist.is_available() and dist.is_initialized():
-            device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            # an FSDP2 / DeepSpeed run on one GPU initialises its own group, possibly "cuda:nccl" or
+            # "cpu:gloo,cuda:nccl": gather on the GPU whenever NCCL is among the backends
+            device = torch.device("cuda", torch.cuda.current_device()) if "nccl" in str(dist.get_backend()) \
+                else "cpu"
             t = torch.tensor([self.rank, self.node_rank, allocated, reserved], dtype=torch.float64, device=device)
             gathered = [torch.empty_like(t) for _ in range(dist.get_world_size())]
             dist.all_gather(gathered, t)

@@ -151,7 +151,7 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
 
         # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed; measured on bf16 weights
         # only (W1), so not yet under autocast (fp32 master weights) or on 4-bit weights
-        liger.apply_liger(model)
+        liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
     if quant is not None:
         from peft import prepare_model_for_kbit_training
 

@@ -3,21 +3,28 @@
 Pure arithmetic (no torch import): `finetune plan job.yaml --gpu-memory 141GiB --gpus 2` plans for a machine
 you do not have, and the trainer uses the same function on its own GPU. Per GPU it estimates, in bytes:
 
-    weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears; fp32 4 for
-                 full/Spectrum, whose master weights stay fp32 under bf16 autocast), / world when sharded (FSDP,
-                 ZeRO-3), plus two unsharded blocks in bf16 in flight
-    gradients    4 x trainable (fp32), / world for ZeRO-2, ZeRO-3 and FSDP
+    weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears, whose other
+                 parameters peft's prepare_model_for_kbit_training makes fp32; fp32 4 for full/Spectrum, whose
+                 master weights stay fp32 under bf16 autocast, plus the bf16 copies autocast caches of the
+                 trainable ones on one process / DDP), / world when sharded (FSDP, ZeRO-3), plus two unsharded
+                 blocks in bf16 in flight; only those two blocks with cpuOffload under FSDP / ZeRO-3
+    gradients    4 x trainable (fp32), / world for ZeRO-2, ZeRO-3 and FSDP; 0 when offloaded (FSDP / ZeRO-3)
     optimizer    8 x trainable (AdamW's two fp32 moments), / world when sharded; 0 with cpuOffload
-    activations  per token per block: the bf16 tensors autograd keeps (norm inputs in fp32, q/k/v/o, the
-                 MLP's gate/up/act/product, LoRA's fp32 inputs); with checkpointing only each block's input
-                 plus one block recomputed
-    logits       per token: vocab x (2 bf16 + 4 fp32 upcast + 4 log-softmax + 4 grad) bytes
+    activations  per token per block: with Liger's kernels and the fast LoRA forward (bf16 LoRA, DeepSpeed
+                 full; `fused_kernels`) the bf16 tensors kept are the two norm inputs and outputs, roped q, k,
+                 v, the attention output, and the MLP's gate, up and product; without them (QLoRA, full under
+                 autocast) also fp32 norm intermediates, the activation, and LoRA's fp32 input copies; with
+                 checkpointing only each block's input plus one block recomputed
+    logits       per token: vocab x 10 bytes (bf16 logits, their fp32 upcast and log-softmax at the peak);
+                 0 with Liger's fused linear cross-entropy, which never materialises them
     workspace    a fixed 1 GiB (CUDA/cuBLAS workspaces, allocator slack)
 
 and chooses, in this order of preference: the least sharding that fits (ddp < fsdp shard-grad-op < fsdp full
 shard) when `strategy: auto`; no activation checkpointing if any micro-batch fits without it; the largest
 power-of-two micro-batch that fits (at most globalBatchSize / processes); accumulation to reach the global
-batch. Calibrated against measured peaks on an H100 (bench/results/planner-*.json); the constants are here.
+batch. Calibrated against measured peaks on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and
+W2 QLoRA on Llama-3.1-8B, W3 full on Llama-3.2-1B, FSDP and QLoRA through `finetune run`); the constants are
+here. DeepSpeed's terms are not calibrated yet.
 """
 
 from __future__ import annotations
@@ -31,6 +38,7 @@ GiB = 1024 ** 3
 WORKSPACE = 1 * GiB
 HEADROOM = 0.92  # plan to at most this share of the GPU's memory
 NF4_BYTES = 0.516  # 4 bits + double-quantised absmax (8 bits per 64 weights, itself quantised per 256)
+LOGIT_BYTES = 10  # per token x vocab at the loss's peak without a fused loss (measured 9-10 on W2/W3)
 
 
 @dataclass(frozen=True)
@@ -88,6 +96,18 @@ class Workload:
     spectrum_fraction: float = 0.25
     cpu_offload: bool = False
     rows_per_example: int = 1  # 2 for preference pairs (chosen + rejected)
+    fused_kernels: bool = True  # liger-kernel installed: the trainer applies it where _liger() says
+
+
+def _liger(w: "Workload") -> bool:
+    """Whether the trainer runs Liger's kernels (and, for LoRA, the fast forward): bf16 weights, not 4-bit."""
+    return w.fused_kernels and (w.method == "lora" or (w.method in ("full", "spectrum")
+                                                       and w.strategy.startswith("deepspeed")))
+
+
+def _fused_loss(w: "Workload") -> bool:
+    """Liger's fused linear cross-entropy: with its kernels, except under ZeRO-3 (modeling.load_model)."""
+    return _liger(w) and w.strategy != "deepspeed-zero3"
 
 
 @dataclass
@@ -126,25 +146,28 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool) -> Est
     shard_params = w.strategy in ("fsdp", "deepspeed-zero3") and w.world > 1
     shard_grads = shard_params or (w.strategy in ("fsdp-shard-grad-op", "deepspeed-zero2") and w.world > 1)
     n, nt = m.params, trainable_params(m, w)
+    offload = w.cpu_offload and w.strategy in ("fsdp", "deepspeed-zero3")  # parameters leave the GPU too
     if w.method == "qlora":
         block_linear = m.layers * sum(a * b for a, b in m.linears().values())
-        weights = block_linear * NF4_BYTES + (n - block_linear) * 2
+        weights = block_linear * NF4_BYTES + (n - block_linear) * 4  # prepare_model_for_kbit_training: fp32
     elif w.method in ("full", "spectrum"):
         weights = 4 * n
+        if w.strategy in ("ddp", "single"):
+            weights += 2 * nt  # autocast caches a bf16 copy of each trainable fp32 weight through backward
     else:
         weights = 2 * n
     adapters = nt * 4 if w.method in ("lora", "qlora") else 0  # peft keeps adapters in fp32
     weights += adapters
     if shard_params:
         weights = weights / w.world + 2 * m.block_params * 2  # two unsharded bf16 blocks in flight
-    if w.cpu_offload and shard_params:
+    if offload:
         weights = 2 * m.block_params * 2
-    grads = 4 * nt / (w.world if shard_grads else 1)
+    grads = 0.0 if offload else 4 * nt / (w.world if shard_grads else 1)
     optim = 0.0 if w.cpu_offload else 8 * nt / (w.world if shard_grads else 1)
     tokens = micro * w.seq_len * w.rows_per_example
     act = tokens * (_block_activation_bytes(m, w) * (1 if checkpointing else m.layers)
                     + (2 * m.hidden * m.layers if checkpointing else 0))
-    logits = tokens * m.vocab * 14
+    logits = 0.0 if _fused_loss(w) else tokens * m.vocab * LOGIT_BYTES
     return Estimate(weights, grads, optim, act, logits)
 
 
@@ -152,14 +175,15 @@ def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
     """Bytes autograd keeps per token for one block (bf16 unless said), SDPA/flash attention."""
     d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.intermediate
     q = m.heads * m.head_dim
+    if _liger(w):  # norm in/out x2, roped q, k, v, attention output, gate, up, product; LoRA's r-dim outputs
+        lora = 2 * w.lora_rank * len(m.linears()) if w.method == "lora" else 0
+        return 2 * (4 * d + 2 * q + 2 * kv + 3 * i) + lora
     attn = 2 * (d + q + 2 * kv + q + kv + q + q) + 4 * d  # normed input, q k v, roped q k, attn out, o input; fp32 norm
     mlp = 2 * (d + 4 * i) + 4 * d
     lora = 0.0
     if w.method in ("lora", "qlora"):
         ins = [a for n, (a, _) in m.linears().items() if w.lora_targets is None or n in w.lora_targets]
-        lora = sum(5 * a + 4 * w.lora_rank for a in ins)  # fp32 input copy + dropout mask + r-dim output
-    if w.method == "qlora":
-        mlp += 2 * i  # dequantised-weight matmuls keep an extra bf16 copy of the MLP's wide input
+        lora = sum(4 * a + 4 * w.lora_rank for a in ins)  # peft's fp32 input copy per adapted linear + r-dim out
     return attn + mlp + lora
 
 
