@@ -7,8 +7,8 @@ text and no tokenizer for a 128k vocabulary and must pin what it measures:
 
 - `recipe.load_tokenizer` -> a stub that knows the pad id and saves nothing;
 - `recipe._load_data` -> the synthetic examples (or rows packed by data/packing.py) as a DataBundle;
-- `recipe.memory_plan` -> the workload's explicit micro-batch / checkpointing (the planner does not model
-  Liger's or varlen's memory yet and would refuse shapes that fit);
+- `recipe.memory_plan` -> the workload's explicit micro-batch / checkpointing, so each ablation row runs the
+  shape it names (the planner, calibrated since on these runs, would pick its own);
 - `recipe._micro_batches` -> the same function, recording each step's token counts, so steady-state
   tokens/s is total tokens over total time rather than a mean of per-step rates.
 
