@@ -10,6 +10,8 @@ from pathlib import Path
 
 import yaml
 
+from support.spec_patch import apply_changes
+
 REPO = Path(__file__).resolve().parents[2]
 QUICKSTART = REPO / "examples" / "quickstart"
 
@@ -22,15 +24,7 @@ def write_job(tmp: Path, model: Path, **changes) -> Path:
     spec["dataset"]["paths"] = [str(QUICKSTART / "data" / "train.jsonl")]
     spec["dataset"]["validationPaths"] = [str(QUICKSTART / "data" / "validation.jsonl")]
     spec["output"]["path"] = str(tmp / "out")
-    for dotted, value in changes.items():
-        node = spec
-        *head, last = dotted.split(".")
-        for k in head:
-            node = node.setdefault(k, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
+    apply_changes(spec, changes)
     path = tmp / "job.yaml"
     path.write_text(yaml.safe_dump(doc))
     return path

@@ -10,22 +10,13 @@ from pydantic import ValidationError
 
 from finetune_api import FineTuneJobSpec
 from finetune_api.rules import RULES
+from support.spec_patch import apply_changes
 
 BASE = {"model": {"path": "/m"}, "dataset": {"paths": ["/d.jsonl"], "format": "alpaca"}, "output": {"path": "/o"}}
 
 
 def spec(**patch):
-    s = copy.deepcopy(BASE)
-    for dotted, value in patch.items():
-        node = s
-        *head, last = dotted.split("__")
-        for k in head:
-            node = node.setdefault(k, {})
-        if value is None:
-            node.pop(last, None)
-        else:
-            node[last] = value
-    return s
+    return apply_changes(copy.deepcopy(BASE), patch, sep="__")
 
 
 CASES = [  # (bad patch, good patch, expected message fragment)
