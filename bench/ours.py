@@ -12,7 +12,9 @@ text and no tokenizer for a 128k vocabulary and must pin what it measures:
 - `recipe._micro_batches` -> the same function, recording each step's token counts, so steady-state
   tokens/s is total tokens over total time rather than a mean of per-step rates.
 
-An ablation switches pieces off: attention implementation, Liger, the fast LoRA forward, checkpointing.
+An ablation switches pieces off: attention implementation, Liger, the fast LoRA forward, checkpointing, and
+picks the strategy (full fine-tuning on one GPU: `single` = fp32 weights under bf16 autocast, or `fsdp` =
+FSDP2 on one rank, fp32 masters with bf16 compute copies).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ class _StubTokenizer:
 
 
 def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: float, warmup_ratio: float,
-               seed: int, global_batch: int, micro: int, checkpointing: bool, attn: str = "auto"):
+               seed: int, global_batch: int, micro: int, checkpointing: bool, attn: str = "auto",
+               strategy: str = "auto"):
     """The TrainerConfig a user's FineTuneJob for this workload would resolve to."""
     from finetune_api.job import FineTuneJob
     from finetune_api.trainer_config import TrainerConfig
@@ -53,10 +56,14 @@ def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: f
                          "weightDecay": 0.0, "maxGradNorm": 1.0, "seed": seed, "globalBatchSize": global_batch,
                          "microBatchSize": micro, "gradientCheckpointing": checkpointing},
             "output": {"path": str(out_dir), "saveEverySteps": 10_000_000, "keepLastCheckpoints": 1},
+            "distributed": {"strategy": strategy},
         },
     }
+    from finetune_api.launch import resolve_strategy
+
     return TrainerConfig(job=FineTuneJob.model_validate(job), model_path=str(model_dir),
-                         dataset_paths=[str(out_dir / "synthetic.jsonl")], output_dir=str(out_dir), device=device())
+                         dataset_paths=[str(out_dir / "synthetic.jsonl")], output_dir=str(out_dir), device=device(),
+                         strategy=resolve_strategy(strategy, w.method, 1))
 
 
 @contextmanager
@@ -81,7 +88,8 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
     recipe.load_tokenizer = lambda cfg: _StubTokenizer(pad)
     recipe._load_data = lambda cfg, tok: DataBundle(train, [], report, None, None)
     recipe.memory_plan = lambda cfg, world, n: batching.RunPlan(
-        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, "single")
+        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy,
+        reshard_after_forward=False)
     recipe._micro_batches = micro_batches
     if not liger_on:
         liger.apply_liger = lambda model: False
@@ -99,7 +107,8 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
 
 def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, steps: int, lr: float,
              warmup_ratio: float, seed: int, global_batch: int, micro: int, checkpointing: bool,
-             attn: str = "auto", liger_on: bool = True, fast_lora: bool = True, profile_to: Path | None = None) -> dict:
+             attn: str = "auto", liger_on: bool = True, fast_lora: bool = True, profile_to: Path | None = None,
+             strategy: str = "auto") -> dict:
     """Run the recipe on `train` (examples, or packed rows with position_ids); return per-step numbers.
 
     Returns:
@@ -114,7 +123,14 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
     shutil.rmtree(out_dir, ignore_errors=True)
     out_dir.mkdir(parents=True)
     cfg = job_config(w, model_dir, out_dir, steps=steps, lr=lr, warmup_ratio=warmup_ratio, seed=seed,
-                     global_batch=global_batch, micro=micro, checkpointing=checkpointing, attn=attn)
+                     global_batch=global_batch, micro=micro, checkpointing=checkpointing, attn=attn,
+                     strategy=strategy)
+    if cfg.strategy != "single":  # FSDP2 on one GPU: the one-rank process group torchrun would describe
+        import os
+
+        for k, v in {"RANK": "0", "WORLD_SIZE": "1", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+                     "MASTER_PORT": "29517"}.items():
+            os.environ.setdefault(k, v)
     counts: list[dict] = []
     gpu = torch.cuda.is_available()
     if gpu:

@@ -39,15 +39,34 @@ PEAK = 989.5e12
 # One piece changed at a time, ~24.5k tokens per optimizer step each (micro rows of max_length x accumulation).
 _NO = dict(checkpointing=False)
 ABLATIONS = {
-    "packed_sdpa_mask_no_liger_peft_lora_mb2": dict(micro=2, accumulation=6, attn="sdpa", liger_on=False,
-                                                    fast_lora=False, **_NO),
-    "packed_varlen_no_liger_peft_lora_mb2": dict(micro=2, accumulation=6, liger_on=False, fast_lora=False, **_NO),
-    "packed_varlen_liger_peft_lora_mb2": dict(micro=2, accumulation=6, fast_lora=False, **_NO),
-    "packed_varlen_liger_peft_lora_mb3": dict(micro=3, accumulation=4, fast_lora=False, **_NO),
-    "packed_varlen_liger_fast_lora_mb3": dict(micro=3, accumulation=4, **_NO),
-    "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
-    "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
-    "packed_varlen_no_liger_fast_lora_mb4": dict(micro=4, accumulation=3, liger_on=False, **_NO),
+    "W1": {
+        "packed_sdpa_mask_no_liger_peft_lora_mb2": dict(micro=2, accumulation=6, attn="sdpa", liger_on=False,
+                                                        fast_lora=False, **_NO),
+        "packed_varlen_no_liger_peft_lora_mb2": dict(micro=2, accumulation=6, liger_on=False, fast_lora=False, **_NO),
+        "packed_varlen_liger_peft_lora_mb2": dict(micro=2, accumulation=6, fast_lora=False, **_NO),
+        "packed_varlen_liger_peft_lora_mb3": dict(micro=3, accumulation=4, fast_lora=False, **_NO),
+        "packed_varlen_liger_fast_lora_mb3": dict(micro=3, accumulation=4, **_NO),
+        "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
+        "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
+        "packed_varlen_no_liger_fast_lora_mb4": dict(micro=4, accumulation=3, liger_on=False, **_NO),
+    },
+    # QLoRA is chosen for memory: every row but the last checkpoints activations
+    "W2": {
+        "packed_varlen_no_liger_peft_lora_mb2_ckpt": dict(micro=2, accumulation=6, liger_on=False, fast_lora=False,
+                                                           checkpointing=True),
+        "packed_varlen_liger_peft_lora_mb2_ckpt": dict(micro=2, accumulation=6, fast_lora=False, checkpointing=True),
+        "packed_varlen_liger_fast_lora_mb1_ckpt": dict(micro=1, accumulation=12, checkpointing=True),
+        "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
+        "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
+    },
+    # full fine-tuning on one GPU: fp32 weights under autocast (single) or FSDP2 on one rank (bf16 compute copies)
+    "W3": {
+        "single_autocast_packed_varlen_mb8": dict(micro=8, accumulation=2, strategy="single", **_NO),
+        "fsdp1_packed_varlen_no_liger_mb8": dict(micro=8, accumulation=2, strategy="fsdp", liger_on=False, **_NO),
+        "fsdp1_packed_varlen_liger_mb8": dict(micro=8, accumulation=2, strategy="fsdp", **_NO),
+        "fsdp1_packed_varlen_liger_mb16": dict(micro=16, accumulation=1, strategy="fsdp", **_NO),
+        "fsdp1_packed_varlen_liger_mb4": dict(micro=4, accumulation=4, strategy="fsdp", **_NO),
+    },
 }
 LOSS_STEPS = 50
 LR = 2e-4
@@ -109,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation-steps", type=int, default=7)
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--ablations", default="all", help=f"comma-separated names of {sorted(ABLATIONS)}, or all")
+    ap.add_argument("--ablations", default="all", help="comma-separated names from ABLATIONS[workload], or all")
     ap.add_argument("--smoke", action="store_true", help="a 2-layer model on any device: checks the harness only")
     args = ap.parse_args(argv)
     command = "python " + " ".join(shlex.quote(a) for a in [sys.argv[0], *(argv or sys.argv[1:])])
@@ -197,16 +216,19 @@ def main(argv: list[str] | None = None) -> int:
                    "flops_per_token": fpt}
 
     def ours_run(name: str, steps: int, *, micro: int, accumulation: int, checkpointing: bool, attn: str = "auto",
-                 liger_on: bool = True, fast_lora: bool = True, profile: bool = False) -> dict | None:
+                 liger_on: bool = True, fast_lora: bool = True, profile: bool = False,
+                 strategy: str = "auto") -> dict | None:
         try:
             log(f"ours[{name}]: micro {micro} x {w.max_length} x acc {accumulation}, ckpt {checkpointing}, "
-                f"attn {attn}, liger {liger_on}, fast LoRA {fast_lora}")
+                f"attn {attn}, liger {liger_on}, fast LoRA {fast_lora}, strategy {strategy}")
             r = run_ours(w, model_dir, packed, work / f"ours-{name}", steps=steps, lr=LR, warmup_ratio=0.1,
                          seed=args.seed, global_batch=micro * accumulation, micro=micro, checkpointing=checkpointing,
-                         attn=attn, liger_on=liger_on, fast_lora=fast_lora, profile_to=out / f"{stem}-profile.txt" if profile else None)
+                         attn=attn, liger_on=liger_on, fast_lora=fast_lora, strategy=strategy,
+                         profile_to=out / f"{stem}-profile.txt" if profile else None)
             s = steady(r, min(args.warmup_steps, steps - 1), fpt) | {
                 "micro_rows": micro, "accumulation": accumulation, "checkpointing": checkpointing, "attn": attn,
-                "liger": liger_on, "fast_lora": fast_lora, "losses": [round(x["loss"], 4) for x in r["steps"]]}
+                "liger": liger_on, "fast_lora": fast_lora, "strategy": strategy,
+                "losses": [round(x["loss"], 4) for x in r["steps"]]}
             log(f"ours[{name}]: {s}")
             return s
         except Exception as e:  # noqa: BLE001
@@ -236,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     if "ablation" in phases:
         n = args.ablation_steps
         table = doc.setdefault("ablation", {})
-        plan = [(k, v) for k, v in ABLATIONS.items() if args.ablations == "all" or k in args.ablations.split(",")]
+        plan = [(k, v) for k, v in ABLATIONS[w.id].items() if args.ablations == "all" or k in args.ablations.split(",")]
         for name, kw in plan:
             table[name] = ours_run(name, n, **kw) or {"error": doc["errors"].get(name)}
             save()

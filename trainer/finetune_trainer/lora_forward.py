@@ -15,7 +15,8 @@ in-place op on a view in backward: 10% of W1's GPU time before this was found):
     y = x W^T  (+ b);   y += (alpha / r) * (dropout(x) A^T) B^T
 
 The maths is peft's, with the adapter product rounded to bf16 instead of fp32 (the loss test in bench/ checks
-the curve). Anything else — DoRA, several or mixed adapters, merged or disabled adapters — goes to peft's own
+the curve). QLoRA's `Linear4bit` gets the same forward: bitsandbytes' 4-bit matmul dequantizes the NF4 weight
+to bf16 and returns a fresh output, which the adapter is added into (peft clones it first, a copy we skip). Anything else — DoRA, several or mixed adapters, merged or disabled adapters — goes to peft's own
 forward unchanged.
 """
 
@@ -25,12 +26,20 @@ from types import MethodType
 
 
 def use_fast_lora_forward(model) -> int:
-    """Bind the fast forward to every peft `lora.Linear` of `model`; returns how many layers got it."""
+    """Bind the fast forward to every peft `lora.Linear` (bf16 base) and `lora.Linear4bit` (QLoRA's NF4 base)
+    of `model`; returns how many layers got it."""
     from peft.tuners.lora import Linear as LoraLinear
 
+    kinds: tuple[type, ...] = (LoraLinear,)
+    try:
+        from peft.tuners.lora.bnb import Linear4bit
+
+        kinds += (Linear4bit,)
+    except ImportError:  # no bitsandbytes: no 4-bit layers to find either
+        pass
     n = 0
     for module in model.modules():
-        if type(module) is LoraLinear:
+        if type(module) in kinds:
             module.forward = MethodType(_forward, module)
             n += 1
     return n

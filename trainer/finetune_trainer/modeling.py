@@ -107,6 +107,17 @@ def autocast_dtype(cfg: TrainerConfig):
     return None
 
 
+def bf16_compute_weights(cfg: TrainerConfig) -> bool:
+    """Whether the forward runs on half-precision weights (not fp32 ones under autocast).
+
+    True for LoRA/QLoRA (frozen bf16 base; QLoRA's 4-bit linears dequantize to bf16), for FSDP2 (its
+    MixedPrecisionPolicy computes on bf16 copies of the fp32 masters) and DeepSpeed (bf16 weights): the
+    cases where Liger's kernels see the dtype they were measured with. False under autocast, where the
+    residual stream stays fp32.
+    """
+    return autocast_dtype(cfg) is None or cfg.strategy == "fsdp"
+
+
 def quantization_config(cfg: TrainerConfig):
     """QLoRA's bitsandbytes config: NF4 weights, double quantisation, bf16 compute (None unless qlora).
 
@@ -146,16 +157,14 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.use_cache = False
-    if cfg.device == "cuda" and quant is None and autocast_dtype(cfg) is None:
+    if cfg.device == "cuda" and bf16_compute_weights(cfg):
         from . import liger
 
-        # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed; measured on bf16 weights
-        # only (W1), so not yet under autocast (fp32 master weights) or on 4-bit weights
+        # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed (bench/results/ has the gains)
         liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
-    if quant is not None:
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    # QLoRA: the non-quantized parameters (embeddings, norms, LM head) stay in bf16 and frozen. peft's
+    # prepare_model_for_kbit_training would upcast them to fp32 — 2 GiB more on Llama-3.1-8B, an fp32 LM head
+    # GEMM, fp32 residual stream — for nothing the norms need (RMSNorm computes in fp32 inside either way).
     return model
 
 

@@ -3,18 +3,18 @@
 Pure arithmetic (no torch import): `finetune plan job.yaml --gpu-memory 141GiB --gpus 2` plans for a machine
 you do not have, and the trainer uses the same function on its own GPU. Per GPU it estimates, in bytes:
 
-    weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears, whose other
-                 parameters peft's prepare_model_for_kbit_training makes fp32; fp32 4 for full/Spectrum, whose
-                 master weights stay fp32 under bf16 autocast, plus the bf16 copies autocast caches of the
-                 trainable ones on one process / DDP), / world when sharded (FSDP, ZeRO-3), plus two unsharded
-                 blocks in bf16 in flight; only those two blocks with cpuOffload under FSDP / ZeRO-3
+    weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears, its other
+                 parameters bf16; fp32 4 for full/Spectrum, whose master weights stay fp32 under bf16 autocast,
+                 plus the bf16 copies autocast caches of the trainable ones on one process / DDP), / world when
+                 sharded (FSDP, ZeRO-3), plus two unsharded blocks in bf16 in flight; only those two blocks
+                 with cpuOffload under FSDP / ZeRO-3
     gradients    4 x trainable (fp32), / world for ZeRO-2, ZeRO-3 and FSDP; 0 when offloaded (FSDP / ZeRO-3)
     optimizer    8 x trainable (AdamW's two fp32 moments), / world when sharded; 0 with cpuOffload
-    activations  per token per block: with Liger's kernels and the fast LoRA forward (bf16 LoRA, DeepSpeed
-                 full; `fused_kernels`) the bf16 tensors kept are the two norm inputs and outputs, roped q, k,
-                 v, the attention output, and the MLP's gate, up and product; without them (QLoRA, full under
-                 autocast) also fp32 norm intermediates, the activation, and LoRA's fp32 input copies; with
-                 checkpointing only each block's input plus one block recomputed
+    activations  per token per block: with Liger's kernels and the fast LoRA forward (LoRA, QLoRA, full
+                 under FSDP2 or DeepSpeed; `fused_kernels`) the bf16 tensors kept are the two norm inputs and
+                 outputs, roped q, k, v, the attention output, and the MLP's gate, up and product; without them
+                 (full under autocast) also fp32 norm intermediates and the activation; with checkpointing only
+                 each block's input plus one block recomputed
     logits       per token: vocab x 10 bytes (bf16 logits, their fp32 upcast and log-softmax at the peak);
                  0 with Liger's fused linear cross-entropy, which never materialises them
     workspace    a fixed 1 GiB (CUDA/cuBLAS workspaces, allocator slack)
@@ -100,9 +100,10 @@ class Workload:
 
 
 def _liger(w: "Workload") -> bool:
-    """Whether the trainer runs Liger's kernels (and, for LoRA, the fast forward): bf16 weights, not 4-bit."""
-    return w.fused_kernels and (w.method == "lora" or (w.method in ("full", "spectrum")
-                                                       and w.strategy.startswith("deepspeed")))
+    """Whether the trainer runs Liger's kernels (and, for LoRA, the fast forward): on bf16 compute weights
+    (modeling.bf16_compute_weights), i.e. not for full/Spectrum under autocast (one process, DDP)."""
+    return w.fused_kernels and (w.method in ("lora", "qlora") or w.strategy.startswith("deepspeed")
+                                or w.strategy in ("fsdp", "fsdp-shard-grad-op"))
 
 
 def _fused_loss(w: "Workload") -> bool:
@@ -149,7 +150,7 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool) -> Est
     offload = w.cpu_offload and w.strategy in ("fsdp", "deepspeed-zero3")  # parameters leave the GPU too
     if w.method == "qlora":
         block_linear = m.layers * sum(a * b for a, b in m.linears().values())
-        weights = block_linear * NF4_BYTES + (n - block_linear) * 4  # prepare_model_for_kbit_training: fp32
+        weights = block_linear * NF4_BYTES + (n - block_linear) * 2  # embeddings, head, norms: bf16
     elif w.method in ("full", "spectrum"):
         weights = 4 * n
         if w.strategy in ("ddp", "single"):
@@ -176,7 +177,7 @@ def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
     d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.intermediate
     q = m.heads * m.head_dim
     if _liger(w):  # norm in/out x2, roped q, k, v, attention output, gate, up, product; LoRA's r-dim outputs
-        lora = 2 * w.lora_rank * len(m.linears()) if w.method == "lora" else 0
+        lora = 2 * w.lora_rank * len(m.linears()) if w.method in ("lora", "qlora") else 0
         return 2 * (4 * d + 2 * q + 2 * kv + 3 * i) + lora
     attn = 2 * (d + q + 2 * kv + q + kv + q + q) + 4 * d  # normed input, q k v, roped q k, attn out, o input; fp32 norm
     mlp = 2 * (d + 4 * i) + 4 * d
