@@ -63,7 +63,7 @@ def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: f
 
     return TrainerConfig(job=FineTuneJob.model_validate(job), model_path=str(model_dir),
                          dataset_paths=[str(out_dir / "synthetic.jsonl")], output_dir=str(out_dir), device=device(),
-                         strategy=resolve_strategy(strategy, w.method, 1))
+                         strategy=resolve_strategy(strategy, w.method, 1, device()))
 
 
 @contextmanager
@@ -88,11 +88,10 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
     recipe.load_tokenizer = lambda cfg: _StubTokenizer(pad)
     recipe._load_data = lambda cfg, tok: DataBundle(train, [], report, None, None)
     recipe.memory_plan = lambda cfg, world, n: batching.RunPlan(
-        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy,
-        reshard_after_forward=False)
+        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy)
     recipe._micro_batches = micro_batches
     if not liger_on:
-        liger.apply_liger = lambda model: False
+        liger.apply_liger = lambda model, **kw: False
     if not fast_lora:
         lora_forward.use_fast_lora_forward = lambda model: 0
     try:
@@ -153,6 +152,7 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
            "setup_seconds": total - sum(s["seconds"] for s in steps_out)}
     import gc
 
+    shutil.rmtree(out_dir, ignore_errors=True)  # checkpoints and weights: a full 8B run writes tens of GB
     gc.collect()
     if gpu:
         torch.cuda.empty_cache()

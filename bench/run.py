@@ -59,9 +59,9 @@ ABLATIONS = {
         "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
     },
-    # full fine-tuning on one GPU: fp32 weights under autocast (single) or FSDP2 on one rank (bf16 compute copies)
+    # full fine-tuning on one GPU: fp32 weights under autocast (auto = single) or FSDP2 on one rank (bf16 compute)
     "W3": {
-        "single_autocast_packed_varlen_mb8": dict(micro=8, accumulation=2, strategy="single", **_NO),
+        "single_autocast_packed_varlen_mb8": dict(micro=8, accumulation=2, strategy="auto", **_NO),
         "fsdp1_packed_varlen_no_liger_mb8": dict(micro=8, accumulation=2, strategy="fsdp", liger_on=False, **_NO),
         "fsdp1_packed_varlen_liger_mb8": dict(micro=8, accumulation=2, strategy="fsdp", **_NO),
         "fsdp1_packed_varlen_liger_mb16": dict(micro=16, accumulation=1, strategy="fsdp", **_NO),

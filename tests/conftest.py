@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
+# The venv is shared between clones (cached by lock hash) and its editable install points at whichever clone
+# last ran `make`: subprocesses (finetune run, torchrun ranks, the operator) must import this clone's code.
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO / p) for p in ("api", "trainer", "operator")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 CORPUS = [
     "Is 1234 even or odd? even",

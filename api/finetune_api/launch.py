@@ -37,13 +37,20 @@ def torchrun_args(*, nodes: int, nproc_per_node: int, config_path: str, node_ran
     return head + ["--nproc-per-node", str(nproc_per_node), "-m", TRAINER_MODULE, "--config", config_path]
 
 
-def resolve_strategy(requested: str, method: str, world_size: int) -> str:
+def resolve_strategy(requested: str, method: str, world_size: int, device: str = "cuda") -> str:
     """`auto` -> a concrete strategy; one process needs none ("single") unless a sharded one is asked for.
+
+    Full fine-tuning and Spectrum on GPUs resolve `auto` to FSDP2 even on one GPU: its mixed precision (fp32
+    master weights, bf16 compute copies, fp32 gradients) runs the residual stream and Liger's kernels in bf16,
+    where fp32 weights under autocast cannot — measured on W3 (Llama-3.2-1B full, H100): 47.6% MFU and 40 GiB
+    vs 32.7% and 77 GiB (bench/results/W3-h100-2026-11-25.json).
 
     An explicit fsdp / deepspeed-zero2 / deepspeed-zero3 is kept on one process: with `cpuOffload` it is how a
     model too large for one GPU trains there (ZeRO-Offload), and dropping it would silently drop the offload.
     Shared by `finetune run` (trainer) and the operator's rendered TrainerConfig, so both decide alike.
     """
+    if requested == "auto" and method in ("full", "spectrum") and device == "cuda":
+        return "fsdp"
     if world_size == 1 and requested in ("auto", "ddp"):
         return "single"
     if requested != "auto":

@@ -102,7 +102,8 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         nodes=nodes,
         nproc_per_node=nproc,
         device="cuda" if gpus_per_pod(job) > 0 else "cpu",
-        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc),
+        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc,
+                                  "cuda" if gpus_per_pod(job) > 0 else "cpu"),
         metrics_port=METRICS_PORT,
         termination_log=TERMINATION_LOG,
     )

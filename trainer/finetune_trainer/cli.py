@@ -101,7 +101,7 @@ def _cmd_plan(args) -> int:
     world = gpus * spec.distributed.nodes
     cfg = TrainerConfig(job=job, model_path=_resolve(base, spec.model.path), output_dir=str(base / "plan-unused"),
                         nodes=spec.distributed.nodes, nproc_per_node=gpus, device="cuda",
-                        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, world))
+                        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, world, "cuda"))
     n_rows = args.examples or spec.training.global_batch_size
     rp = memory_plan(cfg, world, n_rows, gpu_bytes=gpu_bytes)
     p = rp.plan

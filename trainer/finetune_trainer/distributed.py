@@ -1,8 +1,10 @@
 """Process-group set-up for the ranks torchrun starts, and the few collectives the recipe needs.
 
 torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR; we only pick the backend (NCCL on GPUs, gloo on CPU)
-and the device, and wrap the model in DDP when there is more than one process. One process never
-initialises a process group, so `finetune run` on a laptop has no networking at all.
+and the device, and wrap the model in DDP when there is more than one process. One process does not
+initialise a process group here, so `finetune run` on a laptop has no networking at all; the exception is
+FSDP2 on one GPU (full fine-tuning's default there), whose `fully_shard` creates a one-rank group from
+torchrun's environment.
 """
 
 from __future__ import annotations
@@ -65,9 +67,8 @@ def barrier(d: Dist) -> None:
 
 
 def shutdown(d: Dist) -> None:
-    """Leave the process group."""
-    if d.world > 1:
-        import torch.distributed as dist
+    """Leave the process group (FSDP2 creates a one-rank group itself for full fine-tuning on one GPU)."""
+    import torch.distributed as dist
 
-        if dist.is_initialized():
-            dist.destroy_process_group()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -75,7 +75,7 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
             "run multi-node jobs in a cluster (kubectl apply)"
         )
     world = nproc
-    strategy = resolve_strategy(spec.distributed.strategy, spec.method.type, world)
+    strategy = resolve_strategy(spec.distributed.strategy, spec.method.type, world, device)
     base = spec_file.resolve().parent
     cfg = TrainerConfig(
         job=job,

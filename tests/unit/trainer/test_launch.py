@@ -85,4 +85,9 @@ def test_strategy_resolution():
     assert resolve_strategy("fsdp", "full", 1) == "fsdp"
     assert resolve_strategy("auto", "lora", 2) == "ddp"
     assert resolve_strategy("auto", "full", 2) == "fsdp"
+    # full/Spectrum on GPUs: FSDP2's bf16 compute copies even on one GPU; on the CPU nothing to shard
+    assert resolve_strategy("auto", "full", 1, "cuda") == "fsdp"
+    assert resolve_strategy("auto", "spectrum", 1, "cuda") == "fsdp"
+    assert resolve_strategy("auto", "full", 1, "cpu") == "single"
+    assert resolve_strategy("auto", "full", 2, "cpu") == "fsdp"
     assert resolve_strategy("deepspeed-zero3", "full", 8) == "deepspeed-zero3"
