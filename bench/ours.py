@@ -37,7 +37,7 @@ class _StubTokenizer:
 
 def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: float, warmup_ratio: float,
                seed: int, global_batch: int, micro: int, checkpointing: bool, attn: str = "auto",
-               strategy: str = "auto"):
+               strategy: str = "auto", packing: bool = True, padding_free: bool = True):
     """The TrainerConfig a user's FineTuneJob for this workload would resolve to."""
     from finetune_api.job import FineTuneJob
     from finetune_api.trainer_config import TrainerConfig
@@ -50,7 +50,8 @@ def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: f
         "spec": {
             "model": {"path": str(model_dir), "dtype": "bfloat16" if device() == "cuda" else "float32",
                       "attnImplementation": attn},
-            "dataset": {"paths": ["synthetic.jsonl"], "format": "text", "maxLength": w.max_length, "packing": True},
+            "dataset": {"paths": ["synthetic.jsonl"], "format": "text", "maxLength": w.max_length, "packing": packing,
+                        "paddingFree": padding_free},
             "method": method,
             "training": {"maxSteps": steps, "learningRate": lr, "scheduler": "cosine", "warmupRatio": warmup_ratio,
                          "weightDecay": 0.0, "maxGradNorm": 1.0, "seed": seed, "globalBatchSize": global_batch,
@@ -107,8 +108,9 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
 def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, steps: int, lr: float,
              warmup_ratio: float, seed: int, global_batch: int, micro: int, checkpointing: bool,
              attn: str = "auto", liger_on: bool = True, fast_lora: bool = True, profile_to: Path | None = None,
-             strategy: str = "auto") -> dict:
-    """Run the recipe on `train` (examples, or packed rows with position_ids); return per-step numbers.
+             strategy: str = "auto", packing: bool = True, padding_free: bool = True) -> dict:
+    """Run the recipe on `train` (packed rows with position_ids, or with `packing=False` examples, which the
+    recipe runs padding-free or padded as `padding_free` says); return per-step numbers.
 
     Returns:
         {"steps": [{"step", "loss", "seconds", "real_tokens", "trainable_tokens"}], "peak_alloc_gib",
@@ -123,7 +125,7 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
     out_dir.mkdir(parents=True)
     cfg = job_config(w, model_dir, out_dir, steps=steps, lr=lr, warmup_ratio=warmup_ratio, seed=seed,
                      global_batch=global_batch, micro=micro, checkpointing=checkpointing, attn=attn,
-                     strategy=strategy)
+                     strategy=strategy, packing=packing, padding_free=padding_free)
     if cfg.strategy != "single":  # FSDP2 on one GPU: the one-rank process group torchrun would describe
         import os
 

@@ -64,6 +64,14 @@ class DatasetSpec(SpecModel):
         description="Concatenate examples into rows of `maxLength` tokens without padding; attention stays "
         "within each example and positions restart per example.",
     )
+    padding_free: bool = Field(
+        True,
+        description="On GPUs, run each micro-batch's examples as one row with no padding: positions restart per "
+        "example and attention stays within each (varlen flash attention), so the batches and the loss are "
+        "those of padded batches without computing on pad tokens. No effect with `packing` (rows are already "
+        "full), on preference data (chosen and rejected stay padded pairs) or on the CPU. `false` pads every "
+        "micro-batch to its longest example.",
+    )
     chat_template: Optional[str] = Field(
         None,
         max_length=65536,

@@ -67,15 +67,25 @@ def resolve_dtype(cfg: TrainerConfig):
     return getattr(torch, name)
 
 
+def uses_padding_free(cfg: TrainerConfig) -> bool:
+    """Whether training micro-batches are unpacked examples concatenated into one row (spec.dataset.paddingFree):
+    on GPUs, unless the data is packed already or is preference pairs. Not on the CPU: there SDPA would
+    materialise a (tokens x tokens) per-example mask, slower than the padding it saves (CPU micro-batches
+    default to one example anyway)."""
+    ds = cfg.job.spec.dataset
+    return (cfg.device == "cuda" and ds.padding_free and not ds.packing
+            and cfg.job.spec.objective.type not in ("dpo", "orpo"))
+
+
 def resolve_attn(cfg: TrainerConfig) -> str:
-    """spec.model.attnImplementation; `auto` is PyTorch's varlen flash attention for packed rows on a GPU
-    (attention.py), else SDPA, which every device here supports."""
+    """spec.model.attnImplementation; `auto` is PyTorch's varlen flash attention for packed or padding-free rows
+    on a GPU (attention.py), else SDPA, which every device here supports."""
     name = cfg.job.spec.model.attn_implementation
     if name != "auto":
         return name
     from . import attention
 
-    if cfg.device == "cuda" and cfg.job.spec.dataset.packing and attention.available():
+    if cfg.device == "cuda" and (cfg.job.spec.dataset.packing or uses_padding_free(cfg)) and attention.available():
         attention.register()
         return attention.NAME
     return "sdpa"

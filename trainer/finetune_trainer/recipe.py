@@ -31,7 +31,7 @@ from .evaluation import eval_loss, exact_match
 from .flops import flops_per_token, mfu
 from .metrics import TrainerMetrics
 from .modeling import (apply_method, autocast_dtype, check_targets, enable_checkpointing, load_model, load_tokenizer,
-                       meta_model)
+                       meta_model, uses_padding_free)
 from .outputs import SPECTRUM_FILE, save_outputs
 from .preference import collate_pairs, pair_terms, preference_eval, reference_logps
 from .progress import Progress
@@ -74,6 +74,7 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     data = _load_data(cfg, tokenizer)
     log(data.report.summary())
     train = [dict(e, index=i) for i, e in enumerate(data.train)] if preference else data.train
+    padding_free = uses_padding_free(cfg)
     check_targets(meta_model(cfg), cfg)  # before any weight loads
     mem = memory_plan(cfg, d.world, len(train))
     if mem.strategy != cfg.strategy:  # strategy auto: the memory plan's choice
@@ -154,7 +155,8 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     model.train()
     while step < total_steps:
         t0 = time.perf_counter()
-        batches = _micro_batches(train, plan, step, steps_per_epoch, t.seed, d, tokenizer.pad_token_id, preference)
+        batches = _micro_batches(train, plan, step, steps_per_epoch, t.seed, d, tokenizer.pad_token_id, preference,
+                                 padding_free)
         n_real = sum(b.pop("n_real") for b in batches)
         # global denominators first, so every micro-batch's loss is already normalised for the whole step
         if preference:
@@ -258,11 +260,15 @@ def _load_data(cfg: TrainerConfig, tokenizer):
 
 
 def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int, seed: int, d: Dist,
-                   pad_id: int, preference: bool = False) -> list[dict]:
-    """This rank's micro-batches of global step `step`: a seeded permutation per epoch, sliced by rank."""
+                   pad_id: int, preference: bool = False, padding_free: bool = False) -> list[dict]:
+    """This rank's micro-batches of global step `step`: a seeded permutation per epoch, sliced by rank.
+
+    With `padding_free`, each micro-batch of (unpacked) examples is one row of them concatenated
+    (spec.dataset.paddingFree): the same examples and targets, no pad tokens.
+    """
     import torch
 
-    from .data import collate
+    from .data import collate, one_row
 
     epoch, pos = divmod(step, steps_per_epoch)
     g = torch.Generator().manual_seed(seed * 1000003 + epoch)
@@ -276,7 +282,8 @@ def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int
             n_real = sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
             out.append(collate_pairs(examples, pad_id) | {"n_real": n_real})
         else:
-            out.append(collate(examples, pad_id) | {"n_real": sum(len(e["input_ids"]) for e in examples)})
+            rows = [one_row(examples)] if padding_free else examples
+            out.append(collate(rows, pad_id) | {"n_real": sum(len(e["input_ids"]) for e in examples)})
     return out
 
 

@@ -20,12 +20,12 @@ from .chat import CHATML_TEMPLATE, ChatTemplate, resolve_template
 from .collate import collate
 from .encoding import DataReport, encode, encode_all
 from .errors import DataError
-from .packing import pack_examples
+from .packing import one_row, pack_examples
 from .records import Record, read_hub, read_paths
 
 __all__ = [
     "CHATML_TEMPLATE", "ChatTemplate", "DataBundle", "DataError", "DataReport", "Record", "collate", "encode",
-    "load_datasets", "pack_examples", "split_validation",
+    "load_datasets", "one_row", "pack_examples", "split_validation",
 ]
 
 

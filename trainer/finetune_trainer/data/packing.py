@@ -42,6 +42,14 @@ def _row(docs: list[dict]) -> dict:
     return row
 
 
+def one_row(examples: list[dict]) -> dict:
+    """`examples` concatenated into one packed row (spec.dataset.paddingFree: a micro-batch without padding).
+
+    Same row format as `pack_examples`, so collate and attention treat it alike; the examples keep their order.
+    """
+    return _row(examples)
+
+
 def pack_examples(examples: list[dict], max_length: int, seed: int = 0) -> list[dict]:
     """Pack `{"input_ids", "labels"}` examples into rows of at most `max_length` tokens.
 
