@@ -52,6 +52,8 @@ ABLATIONS = {
         # packing left off (a user's default): 48 examples per step (~24.6k tokens), micro-batches of 8 examples
         # padded to their longest, or run padding-free (spec.dataset.paddingFree, the default)
         "unpacked_padded_sdpa_mb8": dict(micro=8, accumulation=6, packing=False, padding_free=False, **_NO),
+        "unpacked_padded_sdpa_mb4": dict(micro=4, accumulation=12, packing=False, padding_free=False, **_NO),
+        "unpacked_padding_free_mb4": dict(micro=4, accumulation=12, packing=False, **_NO),
         "unpacked_padding_free_mb8": dict(micro=8, accumulation=6, packing=False, **_NO),
         "unpacked_padding_free_mb16": dict(micro=16, accumulation=3, packing=False, **_NO),
     },
@@ -61,6 +63,7 @@ ABLATIONS = {
                                                            checkpointing=True),
         "packed_varlen_liger_peft_lora_mb2_ckpt": dict(micro=2, accumulation=6, fast_lora=False, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb1_ckpt": dict(micro=1, accumulation=12, checkpointing=True),
+        "packed_varlen_liger_fast_lora_mb2_ckpt": dict(micro=2, accumulation=6, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
     },

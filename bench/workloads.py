@@ -72,7 +72,7 @@ class Workload:
 WORKLOADS = {
     "W1": Workload("W1", "Llama-3.1-8B", LLAMA_31_8B, "lora"),
     # QLoRA is chosen for memory: ours checkpoints activations (the baseline does too)
-    "W2": Workload("W2", "Llama-3.1-8B", LLAMA_31_8B, "qlora", ours_micro=2, ours_accumulation=6,
+    "W2": Workload("W2", "Llama-3.1-8B", LLAMA_31_8B, "qlora", ours_micro=4, ours_accumulation=3,
                    ours_checkpointing=True),
     # the planner's choice on an 80 GB GPU for 16 rows per step: one micro-batch of 16, no checkpointing
     "W3": Workload("W3", "Llama-3.2-1B", LLAMA_32_1B, "full", ours_micro=16, ours_accumulation=1),
