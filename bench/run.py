@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
         save()
 
     if "profile" in phases:
-        ours_run("profile", 4, micro=w.ours_micro, accumulation=w.ours_accumulation,
+        ours_run("profile", 6, micro=w.ours_micro, accumulation=w.ours_accumulation,
                  checkpointing=w.ours_checkpointing, profile=True)
         doc["profile"] = f"{stem}-profile.txt"
         save()

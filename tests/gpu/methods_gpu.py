@@ -39,10 +39,12 @@ sys.path.insert(0, str(REPO / "bench"))
 QUICKSTART = REPO / "examples" / "quickstart" / "data" / "train.jsonl"
 T0 = time.perf_counter()
 
-# name -> (method, strategy, cpuOffload, mergeAdapter, learning rate)
+# name -> (method, strategy, cpuOffload, mergeAdapter, learning rate); "_unpacked": packing off (padding-free)
 METHODS = {
     "qlora_merge": ("qlora", "auto", False, True, 1e-3),
     "lora_packed": ("lora", "auto", False, False, 1e-3),
+    "lora_unpacked": ("lora", "auto", False, False, 1e-3),
+    "full_auto": ("full", "auto", False, False, 1e-4),  # FSDP2 on one GPU, the default for full fine-tuning
     "full_fsdp": ("full", "fsdp", False, False, 1e-4),
     "full_zero2": ("full", "deepspeed-zero2", False, False, 1e-4),
     "full_zero3_offload": ("full", "deepspeed-zero3", True, False, 1e-4),
@@ -80,7 +82,7 @@ spec:
     paths: [{QUICKSTART}]
     format: messages
     maxLength: 2048
-    packing: true
+    packing: {str("unpacked" not in name).lower()}
   method:
     type: {method}{lora}
   distributed:
