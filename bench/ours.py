@@ -68,7 +68,8 @@ def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: f
 
 
 @contextmanager
-def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bool, counts: list, pad: int):
+def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bool, counts: list, pad: int,
+           checkpoint_layers: int | None = None):
     from finetune_trainer import batching, liger, lora_forward, recipe
     from finetune_trainer.data import DataBundle, DataReport
     from transformers.models.llama import modeling_llama
@@ -89,7 +90,8 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
     recipe.load_tokenizer = lambda cfg: _StubTokenizer(pad)
     recipe._load_data = lambda cfg, tok: DataBundle(train, [], report, None, None)
     recipe.memory_plan = lambda cfg, world, n: batching.RunPlan(
-        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy)
+        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy,
+        checkpoint_layers=checkpoint_layers)
     recipe._micro_batches = micro_batches
     if not liger_on:
         liger.apply_liger = lambda model, **kw: False
@@ -108,7 +110,8 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
 def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, steps: int, lr: float,
              warmup_ratio: float, seed: int, global_batch: int, micro: int, checkpointing: bool,
              attn: str = "auto", liger_on: bool = True, fast_lora: bool = True, profile_to: Path | None = None,
-             strategy: str = "auto", packing: bool = True, padding_free: bool = True) -> dict:
+             strategy: str = "auto", packing: bool = True, padding_free: bool = True,
+             checkpoint_layers: int | None = None) -> dict:
     """Run the recipe on `train` (packed rows with position_ids, or with `packing=False` examples, which the
     recipe runs padding-free or padded as `padding_free` says); return per-step numbers.
 
@@ -137,7 +140,7 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    with _seams(train, checkpointing, liger_on, fast_lora, counts, pad_id(w.config)):
+    with _seams(train, checkpointing, liger_on, fast_lora, counts, pad_id(w.config), checkpoint_layers):
         if profile_to is None:
             recipe.run(cfg)
         else:

@@ -49,6 +49,8 @@ ABLATIONS = {
         "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
         "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
         "packed_varlen_no_liger_fast_lora_mb4": dict(micro=4, accumulation=3, liger_on=False, **_NO),
+        "packed_varlen_liger_fast_lora_mb8_ckpt8of32": dict(micro=8, accumulation=2, checkpointing=True,
+                                                            checkpoint_layers=8),
         # packing left off (a user's default): 48 examples per step (~24.6k tokens), micro-batches of 8 examples
         # padded to their longest, or run padding-free (spec.dataset.paddingFree, the default)
         "unpacked_padded_sdpa_mb8": dict(micro=8, accumulation=6, packing=False, padding_free=False, **_NO),
@@ -66,6 +68,13 @@ ABLATIONS = {
         "packed_varlen_liger_fast_lora_mb2_ckpt": dict(micro=2, accumulation=6, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb4_ckpt": dict(micro=4, accumulation=3, checkpointing=True),
         "packed_varlen_liger_fast_lora_mb4": dict(micro=4, accumulation=3, **_NO),
+        # checkpointing only as many blocks as memory needs (the planner's choice when all-or-nothing overshoots)
+        "packed_varlen_liger_fast_lora_mb4_ckpt8of32": dict(micro=4, accumulation=3, checkpointing=True,
+                                                            checkpoint_layers=8),
+        "packed_varlen_liger_fast_lora_mb4_ckpt16of32": dict(micro=4, accumulation=3, checkpointing=True,
+                                                             checkpoint_layers=16),
+        "packed_varlen_liger_fast_lora_mb4_ckpt24of32": dict(micro=4, accumulation=3, checkpointing=True,
+                                                             checkpoint_layers=24),
     },
     # full fine-tuning on one GPU: fp32 weights under autocast (auto = single) or FSDP2 on one rank (bf16 compute)
     "W3": {
@@ -225,7 +234,8 @@ def main(argv: list[str] | None = None) -> int:
 
     def ours_run(name: str, steps: int, *, micro: int, accumulation: int, checkpointing: bool, attn: str = "auto",
                  liger_on: bool = True, fast_lora: bool = True, profile: bool = False,
-                 strategy: str = "auto", packing: bool = True, padding_free: bool = True) -> dict | None:
+                 strategy: str = "auto", packing: bool = True, padding_free: bool = True,
+                 checkpoint_layers: int | None = None) -> dict | None:
         try:
             log(f"ours[{name}]: micro {micro} x {w.max_length} x acc {accumulation}, ckpt {checkpointing}, "
                 f"attn {attn}, liger {liger_on}, fast LoRA {fast_lora}, strategy {strategy}, packing {packing}, "
@@ -233,12 +243,12 @@ def main(argv: list[str] | None = None) -> int:
             r = run_ours(w, model_dir, packed if packing else examples, work / f"ours-{name}", steps=steps, lr=LR, warmup_ratio=0.1,
                          seed=args.seed, global_batch=micro * accumulation, micro=micro, checkpointing=checkpointing,
                          attn=attn, liger_on=liger_on, fast_lora=fast_lora, strategy=strategy,
-                         packing=packing, padding_free=padding_free,
+                         packing=packing, padding_free=padding_free, checkpoint_layers=checkpoint_layers,
                          profile_to=out / f"{stem}-profile.txt" if profile else None)
             s = steady(r, min(args.warmup_steps, steps - 1), fpt) | {
                 "micro_rows": micro, "accumulation": accumulation, "checkpointing": checkpointing, "attn": attn,
                 "liger": liger_on, "fast_lora": fast_lora, "strategy": strategy, "packing": packing,
-                "padding_free": padding_free,
+                "padding_free": padding_free, "checkpoint_layers": checkpoint_layers,
                 "losses": [round(x["loss"], 4) for x in r["steps"]]}
             log(f"ours[{name}]: {s}")
             return s

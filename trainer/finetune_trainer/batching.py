@@ -76,6 +76,7 @@ class RunPlan:
     strategy: str
     reshard_after_forward: bool = True
     plan: object = None  # planner.Plan on GPUs (for the log line), None on CPU
+    checkpoint_layers: int | None = None  # with checkpointing: the first this many blocks (None: all)
 
 
 def memory_plan(cfg, world: int, n_train: int, gpu_bytes: int | None = None) -> RunPlan:
@@ -107,7 +108,7 @@ def memory_plan(cfg, world: int, n_train: int, gpu_bytes: int | None = None) -> 
     strategy = cfg.strategy if cfg.job.spec.distributed.strategy != "auto" or world == 1 else \
         ("fsdp" if p.strategy.startswith("fsdp") else p.strategy)
     return RunPlan(plan_batches(t, world, cfg.device, n_train, auto_micro=p.micro), p.checkpointing, strategy,
-                   p.fsdp_reshard_after_forward, p)
+                   p.fsdp_reshard_after_forward, p, p.checkpoint_layers or None)
 
 
 def workload(cfg, world: int, gpu_bytes: int):

@@ -258,10 +258,25 @@ def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, al
     return model, None
 
 
-def enable_checkpointing(model, wanted: bool) -> None:
-    """Turn activation checkpointing on (non-reentrant, so frozen inputs still get gradients)."""
+def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
+    """Turn activation checkpointing on (non-reentrant, so frozen inputs still get gradients).
+
+    Args:
+        layers: checkpoint only the first this many decoder blocks (the memory plan's choice: the rest keep
+            their activations and are not recomputed); None: all of them.
+
+    Returns:
+        How many blocks are checkpointed.
+    """
     if not wanted:
-        return
+        return 0
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
+    from .parallel import decoder_layers
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    blocks = decoder_layers(base)
+    for i, block in enumerate(blocks):  # transformers' GradientCheckpointingLayer reads this flag per call
+        block.gradient_checkpointing = layers is None or i < layers
+    return len(blocks) if layers is None else min(layers, len(blocks))

@@ -13,16 +13,18 @@ you do not have, and the trainer uses the same function on its own GPU. Per GPU 
     activations  per token per block: with Liger's kernels and the fast LoRA forward (LoRA, QLoRA, full
                  under FSDP2 or DeepSpeed; `fused_kernels`) the bf16 tensors kept are the two norm inputs and
                  outputs, roped q, k, v, the attention output, and the MLP's gate, up and product; without them
-                 (full under autocast) also fp32 norm intermediates and the activation; with checkpointing only
-                 each block's input plus one block recomputed
+                 (full under autocast) also fp32 norm intermediates and the activation; a checkpointed block
+                 keeps only its input, and is recomputed (one at a time) after the uncheckpointed blocks after
+                 it have freed theirs
     logits       per token: vocab x 10 bytes (bf16 logits, their fp32 upcast and log-softmax at the peak);
                  0 with Liger's fused linear cross-entropy, which never materialises them
     workspace    a fixed 1 GiB (CUDA/cuBLAS workspaces, allocator slack)
 
 and chooses, in this order of preference: the least sharding that fits (ddp < fsdp shard-grad-op < fsdp full
 shard) when `strategy: auto`; no activation checkpointing if any micro-batch fits without it; the largest
-power-of-two micro-batch that fits (at most globalBatchSize / processes); accumulation to reach the global
-batch. Calibrated against measured peaks on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and
+power-of-two micro-batch that fits (at most globalBatchSize / processes); with checkpointing, only as many
+blocks as memory needs at that micro-batch (the first k of L; each checkpointed block costs its forward again,
+each one left out saves that time); accumulation to reach the global batch. Calibrated against measured peaks on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and
 W2 QLoRA on Llama-3.1-8B, W3 full on Llama-3.2-1B, FSDP and QLoRA through `finetune run`); the constants are
 here. DeepSpeed's terms are not calibrated yet.
 """
@@ -142,8 +144,12 @@ def trainable_params(m: ModelShape, w: Workload) -> int:
     return m.layers * sum(w.lora_rank * (a + b) for a, b in targets.values())
 
 
-def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool) -> Estimate:
-    """Peak bytes per GPU for one micro-batch of `micro` examples of `seq_len` tokens."""
+def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers: int | None = None) -> Estimate:
+    """Peak bytes per GPU for one micro-batch of `micro` examples of `seq_len` tokens.
+
+    Args:
+        layers: with checkpointing, how many blocks are checkpointed (default: all).
+    """
     shard_params = w.strategy in ("fsdp", "deepspeed-zero3") and w.world > 1
     shard_grads = shard_params or (w.strategy in ("fsdp-shard-grad-op", "deepspeed-zero2") and w.world > 1)
     n, nt = m.params, trainable_params(m, w)
@@ -166,8 +172,10 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool) -> Est
     grads = 0.0 if offload else 4 * nt / (w.world if shard_grads else 1)
     optim = 0.0 if w.cpu_offload else 8 * nt / (w.world if shard_grads else 1)
     tokens = micro * w.seq_len * w.rows_per_example
-    act = tokens * (_block_activation_bytes(m, w) * (1 if checkpointing else m.layers)
-                    + (2 * m.hidden * m.layers if checkpointing else 0))
+    k = (m.layers if layers is None else max(0, min(layers, m.layers))) if checkpointing else 0
+    block = _block_activation_bytes(m, w)
+    # backward recomputes checkpointed blocks only after the later, uncheckpointed ones have freed theirs
+    act = tokens * (block * max(m.layers - k, 1 if k else 0) + 2 * m.hidden * k)
     logits = 0.0 if _fused_loss(w) else tokens * m.vocab * LOGIT_BYTES
     return Estimate(weights, grads, optim, act, logits)
 
@@ -199,6 +207,7 @@ class Plan:
     estimate: Estimate
     gpu_bytes: int
     notes: list[str] = field(default_factory=list)
+    checkpoint_layers: int = 0  # blocks checkpointed (0 without checkpointing)
 
     @property
     def fsdp_reshard_after_forward(self) -> bool:
@@ -233,7 +242,11 @@ def choose(m: ModelShape, w: Workload, global_batch: int, *, strategy_auto: bool
                     best = (e, strat, mb, ck)
                 if e.total <= budget:
                     acc = accumulation or max(1, global_batch // (mb * w.world))
-                    return Plan(strat, mb, acc, ck, e, w.gpu_bytes)
+                    k = 0
+                    if ck:
+                        k = m.layers if checkpointing is True else _fewest_layers(m, ws, mb, budget)
+                        e = estimate(m, ws, mb, True, k)
+                    return Plan(strat, mb, acc, ck, e, w.gpu_bytes, checkpoint_layers=k)
     e, strat, mb, ck = best
     raise DoesNotFit(
         f"the memory plan does not fit: {strat}, micro-batch {mb}, checkpointing {'on' if ck else 'off'} needs "
@@ -241,6 +254,18 @@ def choose(m: ModelShape, w: Workload, global_batch: int, *, strategy_auto: bool
         f"optimizer {e.optimizer / GiB:.1f}, activations {e.activations / GiB:.1f}, logits {e.logits / GiB:.1f}) "
         f"of {w.gpu_bytes / GiB:.0f} GiB; use more GPUs, spec.distributed.strategy fsdp/deepspeed-zero3 with "
         "cpuOffload, method qlora, or a shorter spec.dataset.maxLength")
+
+
+def _fewest_layers(m: ModelShape, w: Workload, micro: int, budget: float) -> int:
+    """The fewest checkpointed blocks with which `micro` fits `budget` (all of them fit: the caller checked)."""
+    lo, hi = 1, m.layers
+    while lo < hi:  # the estimate falls as k grows
+        mid = (lo + hi) // 2
+        if estimate(m, w, micro, True, mid).total <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
 
 
 def merge_host_bytes(m: ModelShape) -> int:

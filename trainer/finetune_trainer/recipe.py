@@ -85,7 +85,7 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
 
     model = load_model(cfg, d.local_rank)
     model, spectrum_scan = apply_method(model, cfg, rank=d.rank, world=d.world, all_sum=gsum)
-    enable_checkpointing(model, mem.checkpointing)
+    n_ckpt = enable_checkpointing(model, mem.checkpointing, mem.checkpoint_layers)
     if spec.method.type != "qlora":  # a 4-bit model is placed by device_map at load
         model.to(d.device)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -93,7 +93,7 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     log(f"model: {n_total:,} parameters, {n_trainable:,} trainable ({100 * n_trainable / n_total:.2f}%); "
         f"batch: micro {plan.micro} x accumulation {plan.accumulation} x {d.world} process(es) = "
         f"{plan.global_batch} per step; {total_steps} steps ({steps_per_epoch} per epoch); strategy "
-        f"{cfg.strategy}{', activation checkpointing' if mem.checkpointing else ''}")
+        f"{cfg.strategy}{f', activation checkpointing ({n_ckpt} blocks)' if n_ckpt else ''}")
     fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     amp = autocast_dtype(cfg)
     strat = parallel.wrap(model, cfg, d, compute_dtype=amp, reshard_after_forward=mem.reshard_after_forward,

@@ -115,3 +115,28 @@ def test_merge_needs_the_bf16_base_in_host_memory():
                                         ("1024", 1024)])
 def test_parse_bytes(text, value):
     assert parse_bytes(text) == value
+
+
+def test_checkpointing_covers_only_as_many_blocks_as_memory_needs():
+    """QLoRA 8B on a 16 GiB GPU: no micro-batch fits without checkpointing; the plan checkpoints the fewest blocks
+    with which its micro-batch fits — one block fewer would not — and recomputes nothing more."""
+    m = ModelShape.from_config(LLAMA_8B)
+    w = Workload("qlora", "ddp", 1, 2048, 16 * GiB)
+    p = choose(m, w, 16)
+    assert p.checkpointing and 0 < p.checkpoint_layers < m.layers
+    assert p.estimate.total <= 0.92 * w.gpu_bytes
+    assert estimate(m, w, p.micro, True, p.checkpoint_layers - 1).total > 0.92 * w.gpu_bytes
+    assert p.estimate.total == estimate(m, w, p.micro, True, p.checkpoint_layers).total
+    # an explicit gradientCheckpointing: true checkpoints every block
+    assert choose(m, w, 16, checkpointing=True).checkpoint_layers == m.layers
+    assert choose(m, Workload("qlora", "ddp", 1, 2048, H100), 16).checkpoint_layers == 0  # fits without
+
+
+def test_each_checkpointed_block_keeps_only_its_input():
+    m = ModelShape.from_config(LLAMA_8B)
+    w = Workload("lora", "ddp", 1, 2048, H100)
+    acts = [estimate(m, w, 2, True, k).activations for k in range(1, m.layers + 1)]
+    assert all(a > b for a, b in zip(acts[:-1], acts[1:-1]))  # one more checkpointed block, less memory (the last
+    assert acts[-1] >= acts[-2]  # block saves nothing: backward recomputes it at once)
+    assert estimate(m, w, 2, True, m.layers).activations == estimate(m, w, 2, True).activations
+    assert estimate(m, w, 2, False).activations > acts[0] > 10 * acts[-1]
