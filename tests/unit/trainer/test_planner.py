@@ -117,6 +117,16 @@ def test_parse_bytes(text, value):
     assert parse_bytes(text) == value
 
 
+# QLoRA 8B, 4 packed rows, the first k of 32 blocks checkpointed (W2-h100-2026-11-25-partial-ckpt.json, -run1, -run2)
+PARTIAL = [(0, 40.5), (8, 32.52), (16, 24.48), (24, 16.43), (32, 9.40)]
+
+
+@pytest.mark.parametrize("layers,gib", PARTIAL)
+def test_partial_checkpointing_estimate_within_10_percent(layers, gib):
+    e = estimate(ModelShape.from_config(LLAMA_8B), Workload("qlora", "ddp", 1, 2048, H100), 4, layers > 0, layers)
+    assert e.total / GiB == pytest.approx(gib, rel=0.10)
+
+
 def test_checkpointing_covers_only_as_many_blocks_as_memory_needs():
     """QLoRA 8B on a 16 GiB GPU: no micro-batch fits without checkpointing; the plan checkpoints the fewest blocks
     with which its micro-batch fits — one block fewer would not — and recomputes nothing more."""
