@@ -219,8 +219,11 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     # --- evaluate and save -------------------------------------------------------------------------
     summary: dict[str, Any] = {"steps": step, "final_loss": last.get("loss"), "trainable_parameters": n_trainable,
                                "data": data.report.as_dict()}
-    if cfg.device == "cuda":  # this rank's (rank 0's in the manifest) peak allocated over load + training
-        summary["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(d.device) / 2 ** 30, 3)
+    if cfg.device == "cuda":  # peak allocated over load + training: rank 0's, and every rank's (a collective)
+        peak = torch.cuda.max_memory_allocated(d.device) / 2 ** 30
+        summary["peak_memory_gib"] = round(peak, 3)
+        summary["peak_memory_gib_per_rank"] = [round(x, 3) for x in gsum([peak if r == d.rank else 0.0
+                                                                           for r in range(d.world)])]
     if initial_eval is None and d.main:
         initial_eval = _history_eval_at_step0(out)
     if initial_eval is not None:

@@ -1,0 +1,299 @@
+"""Issue 8's runs on a machine with several GPUs, each through `finetune run` — torchrun starting the same
+entrypoint the operator's pods run (`torchrun --nproc-per-node N -m finetune_trainer.entrypoint`):
+
+- W4: Llama-3.1-8B full fine-tune on N GPUs, FSDP2 and DeepSpeed ZeRO-3 side by side (tokens/s/GPU, MFU, peak
+  memory per GPU, the two strategies' losses);
+- W5: W1's LoRA on 1 GPU and on N GPUs (DDP) in the same lease: scaling = tok/s(N) / (N x tok/s(1));
+- the memory planner's prediction (`finetune plan`) beside every measured peak;
+- resume: an N-GPU run stopped by SIGTERM (as a pod deletion sends it) after step k, run again, against the
+  same run uninterrupted.
+
+    python bench/multi_gpu.py --gpus 2 [--runs w4,w5,resume] [--out $OUT]
+    python bench/multi_gpu.py --smoke          # the harness on 2 CPU processes with a 2-layer model (~2 min)
+
+The model is the real architecture's config with random bf16 weights (bench/workloads.py); the data is text
+written as prompt-completion JSONL whose tokenized lengths follow benchmark.md's distribution, with a small BPE
+tokenizer trained on its words saved beside the model (the ids it uses are a subset of the 128k vocabulary:
+throughput does not depend on which ids). Counting is benchmark.md's: tokens/s/GPU over steady-state steps (the
+trainer's own per-step figure, after `--warmup-steps`), MFU with T = the token-weighted mean document length.
+Writes `<out>/multi-gpu-<device>-<date>.json` with the commands and every job spec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import os
+import random
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from run import PEAK, doc_len, flops_per_token  # noqa: E402
+from workloads import LLAMA_31_8B, WORKLOADS, Workload, build_model_dir, smoke, synthetic_examples  # noqa: E402
+
+W4 = Workload("W4", "Llama-3.1-8B", LLAMA_31_8B, "full")
+W5 = replace(WORKLOADS["W1"], id="W5")
+WORDS = 1500  # distinct words, each one token of the tokenizer trained on them
+T0 = time.perf_counter()
+
+
+def log(s: str) -> None:
+    print(f"[multi {time.perf_counter() - T0:6.0f}s] {s}", flush=True)
+
+
+def write_data(path: Path, n: int, seed: int, max_length: int) -> list[int]:
+    """prompt-completion JSONL with benchmark.md's lengths (in words ~ tokens); returns the document lengths."""
+    rng = random.Random(seed)
+    vocab = [f"w{i}" for i in range(WORDS)]
+    lengths = [len(e["input_ids"]) for e in synthetic_examples(n, seed, vocab=WORDS + 256,
+                                                               max_length=max_length - 8)]
+    with path.open("w") as f:
+        for length in lengths:
+            words = [rng.choice(vocab) for _ in range(length)]
+            cut = max(1, int(length * rng.uniform(0.2, 0.8)))
+            f.write(json.dumps({"prompt": " ".join(words[:cut]), "completion": " " + " ".join(words[cut:])}) + "\n")
+    return lengths
+
+
+def build_model(w: Workload, root: Path, data: Path) -> Path:
+    """bench's random-weight model for `w` plus a word-level BPE tokenizer trained on the data."""
+    from finetune_trainer.tiny_model import texts_of_jsonl, train_tokenizer
+
+    d = build_model_dir(w, root / w.id)
+    if not (d / "tokenizer.json").exists():
+        train_tokenizer(texts_of_jsonl([data])[:4000], vocab_size=min(WORDS + 600, w.config["vocab_size"])
+                        ).save_pretrained(d)
+    return d
+
+
+def job_yaml(name: str, w: Workload, model_dir: Path, data: Path, out: Path, *, gpus: int, strategy: str,
+             steps: int, micro: int | str, accumulation: int | str, checkpointing: bool | str, save_every: int,
+             smoke_run: bool) -> str:
+    method = {"type": w.method}
+    if w.method == "lora":
+        method["lora"] = {"rank": w.lora_rank, "alpha": w.lora_alpha, "dropout": 0.0, "targetModules": "all-linear"}
+    spec = {
+        "apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name.replace("_", "-")},
+        "spec": {
+            "model": {"path": str(model_dir), "dtype": "float32" if smoke_run else "bfloat16"},
+            "dataset": {"paths": [str(data)], "format": "prompt-completion", "maxLength": w.max_length,
+                        "packing": True},
+            "method": method,
+            "training": {"maxSteps": steps, "learningRate": 1e-5 if w.method == "full" else 2e-4,
+                         "scheduler": "cosine", "warmupRatio": 0.1, "microBatchSize": micro,
+                         "gradientAccumulation": accumulation, "gradientCheckpointing": checkpointing,
+                         "logEverySteps": 1, "seed": 42},
+            "distributed": {"gpusPerNode": 0 if smoke_run else gpus, "strategy": strategy},
+            "output": {"path": str(out), "saveEverySteps": save_every, "keepLastCheckpoints": 1},
+        },
+    }
+    if micro != "auto" and accumulation != "auto":
+        spec["spec"]["training"]["globalBatchSize"] = micro * accumulation * gpus
+    return json.dumps(spec, indent=1)
+
+
+def finetune(args: list[str], gpus: int, smoke_run: bool, logf: Path, timeout: float = 1800):
+    env = dict(os.environ)
+    if smoke_run:
+        env["FINETUNE_CPU_PROCESSES"] = str(gpus)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
+    t = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "finetune_trainer.cli", *args], capture_output=True, text=True,
+                       timeout=timeout, env=env)
+    with logf.open("a") as f:
+        f.write(f"\n===== finetune {' '.join(args)} (gpus {gpus}; rc {p.returncode}, {time.perf_counter() - t:.0f}s)\n"
+                f"{p.stdout}{p.stderr}\n")
+    return p.returncode, p.stdout + p.stderr
+
+
+def history(out: Path) -> list[dict]:
+    f = out / "metrics.jsonl"
+    return [json.loads(x) for x in f.read_text().splitlines() if x] if f.exists() else []
+
+
+def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, logf: Path, *, gpus: int,
+            strategy: str, steps: int, micro, accumulation, checkpointing, warmup: int, fpt: float,
+            smoke_run: bool) -> dict:
+    """Plan, run and measure one job; the outputs are deleted afterwards (disk), the metrics kept."""
+    jdir = work / name
+    shutil.rmtree(jdir, ignore_errors=True)
+    jdir.mkdir(parents=True)
+    spec = jdir / "job.yaml"
+    spec.write_text(job_yaml(name, w, model_dir, data, jdir / "out", gpus=gpus, strategy=strategy, steps=steps,
+                             micro=micro, accumulation=accumulation, checkpointing=checkpointing,
+                             save_every=10_000, smoke_run=smoke_run))
+    r: dict = {"gpus": gpus, "strategy": strategy, "job_yaml": spec.read_text()}
+    plan_args = ["plan", str(spec), "--gpus", str(gpus)] + (["--gpu-memory", "80GiB"] if smoke_run else [])
+    rc, text = finetune(plan_args, gpus, smoke_run, logf, 300)
+    r["plan"] = text.strip().splitlines()[-6:]
+    est = [ln for ln in text.splitlines() if "estimate per GPU" in ln]
+    r["planned_gib"] = float(est[0].rsplit("total", 1)[1]) if est else None
+    t = time.perf_counter()
+    rc, text = finetune(["run", str(spec)], gpus, smoke_run, logf)
+    r["rc"], r["seconds"] = rc, round(time.perf_counter() - t)
+    r["launch"] = next((ln for ln in text.splitlines() if ln.startswith("launch:")), None)
+    r["model_line"] = next((ln for ln in text.splitlines() if ln.startswith("model:")), None)
+    rows = [x for x in history(jdir / "out") if "tokens_per_s" in x]
+    r["losses"] = [round(x["loss"], 5) for x in rows]
+    steady = rows[warmup:] or rows
+    if steady:
+        # packed rows: tokens per step are near constant, so the mean of per-step rates is tokens over time
+        tok = sum(x["tokens_per_s"] for x in steady) / len(steady)
+        r |= {"real_tok_s": round(tok, 1), "real_tok_s_per_gpu": round(tok / gpus, 1),
+              "trainable_tok_s_per_gpu": round(sum(x["trainable_tokens_per_s"] for x in steady) / len(steady) / gpus, 1),
+              "mfu": round(tok / gpus * fpt / PEAK, 4), "steps_timed": len(steady)}
+    man = jdir / "out" / "manifest.json"
+    if man.exists():
+        m = json.loads(man.read_text())["metrics"]
+        r["peak_gib"] = m.get("peak_memory_gib")
+        r["peak_gib_per_rank"] = m.get("peak_memory_gib_per_rank")
+        if r["planned_gib"] and r["peak_gib_per_rank"]:
+            r["plan_error_pct"] = round(100 * (r["planned_gib"] - max(r["peak_gib_per_rank"])) /
+                                        max(r["peak_gib_per_rank"]), 1)
+    else:
+        r["tail"] = text.strip().splitlines()[-15:]
+    shutil.rmtree(jdir / "out", ignore_errors=True)
+    log(f"{name}: rc {rc} {r.get('real_tok_s_per_gpu')} tok/s/GPU, MFU {r.get('mfu')}, peak/rank "
+        f"{r.get('peak_gib_per_rank')} vs plan {r.get('planned_gib')}, losses {r['losses'][:3]}..{r['losses'][-2:]}")
+    return r
+
+
+def resume_run(w: Workload, model_dir: Path, data: Path, work: Path, logf: Path, *, gpus: int, steps: int,
+               stop_after: int, smoke_run: bool) -> dict:
+    """The same N-process job twice: uninterrupted, and SIGTERM'd after `stop_after` steps then run again."""
+    kw = dict(gpus=gpus, strategy="auto", steps=steps, micro=2, accumulation=2, checkpointing=False,
+              save_every=max(1, stop_after // 2), smoke_run=smoke_run)
+    res: dict = {"gpus": gpus, "steps": steps, "stop_after": stop_after}
+    outs = {}
+    for name in ("uninterrupted", "preempted"):
+        jdir = work / f"resume_{name}"
+        shutil.rmtree(jdir, ignore_errors=True)
+        jdir.mkdir(parents=True)
+        (jdir / "job.yaml").write_text(job_yaml(f"resume-{name}", w, model_dir, data, jdir / "out", **kw))
+        outs[name] = jdir
+    rc, _ = finetune(["run", str(outs["uninterrupted"] / "job.yaml")], gpus, smoke_run, logf)
+    res["uninterrupted_rc"] = rc
+    env = dict(os.environ)
+    if smoke_run:
+        env["FINETUNE_CPU_PROCESSES"] = str(gpus)
+    else:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_trainer.cli", "run", str(outs["preempted"] / "job.yaml")],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if line.startswith(f"step {stop_after}/"):
+            os.killpg(proc.pid, signal.SIGTERM)  # as the kubelet stops a pod
+            break
+    seen.append(proc.stdout.read())
+    proc.wait(timeout=600)
+    with logf.open("a") as f:
+        f.write("\n===== resume: preempted run\n" + "".join(seen))
+    res["preempted_rc"] = proc.returncode
+    res["saved_on_sigterm"] = any("SIGTERM: saved checkpoint at step" in s for s in seen)
+    rc, text = finetune(["run", str(outs["preempted"] / "job.yaml")], gpus, smoke_run, logf)
+    res["resumed_rc"] = rc
+    res["resumed_line"] = next((ln for ln in text.splitlines() if ln.startswith("resuming from")), None)
+    a = {x["step"]: x["loss"] for x in history(outs["uninterrupted"] / "out") if "loss" in x}
+    b = {x["step"]: x["loss"] for x in history(outs["preempted"] / "out") if "loss" in x}
+    res["losses_uninterrupted"] = [round(a[k], 5) for k in sorted(a)]
+    res["losses_resumed"] = [round(b[k], 5) for k in sorted(b)]
+    common = sorted(set(a) & set(b))
+    res["each_step_once"] = sorted(b) == list(range(1, steps + 1))
+    res["max_rel_diff"] = max(abs(a[k] - b[k]) / abs(a[k]) for k in common) if common else None
+    for jdir in outs.values():
+        shutil.rmtree(jdir / "out" / "checkpoints", ignore_errors=True)
+    log(f"resume: {res['resumed_line']}; max relative loss difference {res['max_rel_diff']}, "
+        f"each step once {res['each_step_once']}")
+    return res
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--gpus", type=int, default=2)
+    ap.add_argument("--runs", default="w5,w4,resume")
+    ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--work", default="/tmp/multi-gpu")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup-steps", type=int, default=3)
+    ap.add_argument("--examples", type=int, default=2400)
+    ap.add_argument("--smoke", action="store_true", help="2-layer model, CPU processes: checks the harness only")
+    a = ap.parse_args(argv)
+    import torch
+
+    out, work = Path(a.out), Path(a.work)
+    out.mkdir(parents=True, exist_ok=True)
+    work.mkdir(parents=True, exist_ok=True)
+    device = "cpu" if a.smoke else torch.cuda.get_device_name(0)
+    short = "cpu-smoke" if a.smoke else next((k for k in ("h200", "h100") if k in device.lower()), "gpu")
+    date = _dt.date.today().isoformat()
+    path = out / f"multi-gpu-{short}-{date}.json"
+    logf = out / f"multi-gpu-{short}-{date}.log"
+    w4, w5 = (smoke(W4), smoke(W5)) if a.smoke else (W4, W5)
+    doc: dict = {"device": device, "n_gpus": a.gpus, "date": date,
+                 "command": "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv or sys.argv[1:])]),
+                 "versions": {"torch": torch.__version__}, "results": {}}
+    models = Path("/tmp/multi-models" + ("-smoke" if a.smoke else ""))
+    data = work / "data.jsonl"
+    lengths = write_data(data, a.examples, 42, w5.max_length)
+    t_len = sum(n * n for n in lengths) / sum(lengths)
+    doc["data"] = {"examples": len(lengths), "mean_words": round(sum(lengths) / len(lengths)),
+                   "doc_len_token_weighted_words": round(t_len)}
+    save = lambda: path.write_text(json.dumps(doc, indent=1))  # noqa: E731
+    runs = a.runs.split(",")
+    common = dict(steps=a.steps, warmup=a.warmup_steps, smoke_run=a.smoke)
+    if "w5" in runs:
+        md = build_model(w5, models, data)
+        fpt = flops_per_token(w5, t_len)
+        res = doc["results"].setdefault("W5", {})
+        shape = dict(micro=4, accumulation=3, checkpointing=False)  # per GPU the same: N GPUs, N x the batch
+        res["1gpu"] = one_run("w5_1gpu", w5, md, data, work, logf, gpus=1, strategy="auto", fpt=fpt, **shape, **common)
+        save()
+        res[f"{a.gpus}gpu_ddp"] = one_run(f"w5_{a.gpus}gpu", w5, md, data, work, logf, gpus=a.gpus, strategy="ddp",
+                                          fpt=fpt, **shape, **common)
+        one, many = res["1gpu"].get("real_tok_s"), res[f"{a.gpus}gpu_ddp"].get("real_tok_s")
+        if one and many:
+            res["scaling"] = round(many / (a.gpus * one), 4)
+            log(f"W5 scaling on {a.gpus} GPUs: {res['scaling']}")
+        save()
+    if "w4" in runs:
+        md = build_model(w4, models, data)
+        fpt = flops_per_token(w4, t_len)
+        res = doc["results"].setdefault("W4", {})
+        for strat in ["fsdp"] + ([] if a.smoke else ["deepspeed-zero3"]):
+            res[strat] = one_run(f"w4_{strat}", w4, md, data, work, logf, gpus=a.gpus, strategy=strat, fpt=fpt,
+                                 micro="auto", accumulation="auto", checkpointing="auto", **common)
+            save()
+        la, lb = res.get("fsdp", {}).get("losses"), res.get("deepspeed-zero3", {}).get("losses")
+        if la and lb:
+            n = min(len(la), len(lb))
+            res["loss_rel_diff_mean"] = round(abs(sum(la[:n]) - sum(lb[:n])) / abs(sum(la[:n])), 5)
+            res["loss_rel_diff_max_step"] = round(max(abs(x - y) / abs(x) for x, y in zip(la, lb)), 5)
+        save()
+    if "resume" in runs:
+        md = build_model(w5, models, data)
+        doc["results"]["resume"] = resume_run(w5, md, data, work, logf, gpus=a.gpus, steps=max(8, a.steps),
+                                              stop_after=4, smoke_run=a.smoke)
+        save()
+    doc["wall_seconds"] = round(time.perf_counter() - T0)
+    save()
+    log(f"wrote {path}")
+    rcs = [r.get("rc", 0) for v in doc["results"].values() if isinstance(v, dict) for r in v.values()
+           if isinstance(r, dict)]
+    return 0 if all(rc == 0 for rc in rcs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
