@@ -101,15 +101,20 @@ def job_yaml(name: str, w: Workload, model_dir: Path, data: Path, out: Path, *, 
     return json.dumps(spec, indent=1)
 
 
-def finetune(args: list[str], gpus: int, smoke_run: bool, logf: Path, timeout: float = 1800):
+def run_env(gpus: int, smoke_run: bool) -> dict:
+    """The environment for `finetune run` on the first `gpus` GPUs (or that many CPU processes with --smoke)."""
     env = dict(os.environ)
     if smoke_run:
         env["FINETUNE_CPU_PROCESSES"] = str(gpus)
     else:
         env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
+    return env
+
+
+def finetune(args: list[str], gpus: int, smoke_run: bool, logf: Path, timeout: float = 1800):
     t = time.perf_counter()
     p = subprocess.run([sys.executable, "-m", "finetune_trainer.cli", *args], capture_output=True, text=True,
-                       timeout=timeout, env=env)
+                       timeout=timeout, env=run_env(gpus, smoke_run))
     with logf.open("a") as f:
         f.write(f"\n===== finetune {' '.join(args)} (gpus {gpus}; rc {p.returncode}, {time.perf_counter() - t:.0f}s)\n"
                 f"{p.stdout}{p.stderr}\n")
@@ -183,14 +188,9 @@ def resume_run(w: Workload, model_dir: Path, data: Path, work: Path, logf: Path,
         outs[name] = jdir
     rc, _ = finetune(["run", str(outs["uninterrupted"] / "job.yaml")], gpus, smoke_run, logf)
     res["uninterrupted_rc"] = rc
-    env = dict(os.environ)
-    if smoke_run:
-        env["FINETUNE_CPU_PROCESSES"] = str(gpus)
-    else:
-        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in range(gpus))
     proc = subprocess.Popen([sys.executable, "-m", "finetune_trainer.cli", "run", str(outs["preempted"] / "job.yaml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-                            env=env)
+                            env=run_env(gpus, smoke_run))
     seen = []
     for line in proc.stdout:
         seen.append(line)

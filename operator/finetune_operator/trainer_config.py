@@ -91,6 +91,7 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         "spec": spec.model_copy(update={"suspend": False}),
         "status": None,
     })
+    device = "cuda" if gpus_per_pod(job) > 0 else "cpu"
     return TrainerConfig(
         job=pinned,
         model_path=resolve_path(spec.model.path, MODEL_MOUNT, model_vol, "spec.model.path"),
@@ -101,9 +102,8 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         output_dir=resolve_path(spec.output.path, OUTPUT_MOUNT, out_vol, "spec.output.path"),
         nodes=nodes,
         nproc_per_node=nproc,
-        device="cuda" if gpus_per_pod(job) > 0 else "cpu",
-        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc,
-                                  "cuda" if gpus_per_pod(job) > 0 else "cpu"),
+        device=device,
+        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc, device),
         metrics_port=METRICS_PORT,
         termination_log=TERMINATION_LOG,
     )

@@ -79,9 +79,9 @@ def _cmd_plan(args) -> int:
     from finetune_api.launch import resolve_strategy
     from finetune_api.trainer_config import TrainerConfig
 
-    from .batching import memory_plan, model_config
+    from .batching import memory_plan
     from .launch import _resolve, check_merge_fits
-    from .planner import GiB, ModelShape, parse_bytes
+    from .planner import GiB, parse_bytes
 
     job = load_job(args.spec)
     spec = job.spec
@@ -113,9 +113,8 @@ def _cmd_plan(args) -> int:
                                              and world > 1 else ""))
     print(f"  micro-batch:   {rp.batch.micro} x accumulation {rp.batch.accumulation} x {world} = "
           f"{rp.batch.global_batch} per step")
-    layers = ModelShape.from_config(model_config(cfg)).layers
     k = p.checkpoint_layers if rp.checkpointing else 0
-    print(f"  checkpointing: {'off' if not k else 'on' if k == layers else f'{k} of {layers} blocks'}")
+    print(f"  checkpointing: {'off' if not k else 'on' if k == p.layers else f'{k} of {p.layers} blocks'}")
     print("  estimate per GPU (GiB): " + ", ".join(f"{k} {v:.1f}" for k, v in e.items()))
     if rp.strategy.startswith("deepspeed"):
         from .deepspeed_config import config_for

@@ -16,8 +16,9 @@ in-place op on a view in backward: 10% of W1's GPU time before this was found):
 
 The maths is peft's, with the adapter product rounded to bf16 instead of fp32 (the loss test in bench/ checks
 the curve). QLoRA's `Linear4bit` gets the same forward: bitsandbytes' 4-bit matmul dequantizes the NF4 weight
-to bf16 and returns a fresh output, which the adapter is added into (peft clones it first, a copy we skip). Anything else — DoRA, several or mixed adapters, merged or disabled adapters — goes to peft's own
-forward unchanged.
+to bf16 and returns a fresh output, which the adapter is added into (peft clones it first, a copy we skip).
+Anything else — DoRA, several or mixed adapters, merged or disabled adapters — goes to peft's own forward
+unchanged.
 """
 
 from __future__ import annotations

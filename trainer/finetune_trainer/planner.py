@@ -24,8 +24,8 @@ and chooses, in this order of preference: the least sharding that fits (ddp < fs
 shard) when `strategy: auto`; no activation checkpointing if any micro-batch fits without it; the largest
 power-of-two micro-batch that fits (at most globalBatchSize / processes); with checkpointing, only as many
 blocks as memory needs at that micro-batch (the first k of L; each checkpointed block costs its forward again,
-each one left out saves that time); accumulation to reach the global batch. Calibrated against measured peaks on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and
-W2 QLoRA on Llama-3.1-8B, W3 full on Llama-3.2-1B, FSDP and QLoRA through `finetune run`); the constants are
+each one left out saves that time); accumulation to reach the global batch. Calibrated against measured peaks
+on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and W2 QLoRA on Llama-3.1-8B, W3 full on Llama-3.2-1B, FSDP and QLoRA through `finetune run`); the constants are
 here. DeepSpeed's terms are not calibrated yet.
 """
 
@@ -208,6 +208,7 @@ class Plan:
     gpu_bytes: int
     notes: list[str] = field(default_factory=list)
     checkpoint_layers: int = 0  # blocks checkpointed (0 without checkpointing)
+    layers: int = 0  # the model's blocks, to tell "all" from "k of them"
 
     @property
     def fsdp_reshard_after_forward(self) -> bool:
@@ -246,7 +247,7 @@ def choose(m: ModelShape, w: Workload, global_batch: int, *, strategy_auto: bool
                     if ck:
                         k = m.layers if checkpointing is True else _fewest_layers(m, ws, mb, budget)
                         e = estimate(m, ws, mb, True, k)
-                    return Plan(strat, mb, acc, ck, e, w.gpu_bytes, checkpoint_layers=k)
+                    return Plan(strat, mb, acc, ck, e, w.gpu_bytes, checkpoint_layers=k, layers=m.layers)
     e, strat, mb, ck = best
     raise DoesNotFit(
         f"the memory plan does not fit: {strat}, micro-batch {mb}, checkpointing {'on' if ck else 'off'} needs "
