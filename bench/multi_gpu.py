@@ -113,7 +113,7 @@ def run_env(gpus: int, smoke_run: bool) -> dict:
 
 def finetune(args: list[str], gpus: int, smoke_run: bool, logf: Path, timeout: float = 1800):
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "finetune_trainer.cli", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "finetune_cli.main", *args], capture_output=True, text=True,
                        timeout=timeout, env=run_env(gpus, smoke_run))
     with logf.open("a") as f:
         f.write(f"\n===== finetune {' '.join(args)} (gpus {gpus}; rc {p.returncode}, {time.perf_counter() - t:.0f}s)\n"
@@ -188,7 +188,7 @@ def resume_run(w: Workload, model_dir: Path, data: Path, work: Path, logf: Path,
         outs[name] = jdir
     rc, _ = finetune(["run", str(outs["uninterrupted"] / "job.yaml")], gpus, smoke_run, logf)
     res["uninterrupted_rc"] = rc
-    proc = subprocess.Popen([sys.executable, "-m", "finetune_trainer.cli", "run", str(outs["preempted"] / "job.yaml")],
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_cli.main", "run", str(outs["preempted"] / "job.yaml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=run_env(gpus, smoke_run))
     seen = []

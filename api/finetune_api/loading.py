@@ -15,10 +15,11 @@ from typing import Any, Optional
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from .contract import UserError
 from .job import FineTuneJob
 
 
-class SpecError(ValueError):
+class SpecError(UserError):
     """A FineTuneJob that cannot be used, with one line per problem: `file:line: field.path: message`."""
 
     def __init__(self, problems: list[str]):

@@ -47,6 +47,16 @@ class MethodSpec(SpecModel):
     lora: Optional[LoraSpec] = Field(None, description="Adapter settings for `lora` and `qlora`.")
     spectrum: Optional[SpectrumSpec] = Field(None, description="Settings for `spectrum`.")
 
+    @property
+    def is_adapter(self) -> bool:
+        """True for lora and qlora: adapters train, the base stays frozen (the output is a PEFT adapter)."""
+        return self.type in ("lora", "qlora")
+
+    @property
+    def trains_base_weights(self) -> bool:
+        """True for full and spectrum: the base model's own weights train (the output is full weights)."""
+        return self.type in ("full", "spectrum")
+
 
 class ObjectiveSpec(SpecModel):
     """The training objective."""
@@ -59,3 +69,8 @@ class ObjectiveSpec(SpecModel):
     beta: float = Field(
         0.1, gt=0, le=10, description="DPO temperature / ORPO odds-ratio weight. Ignored by sft and cpt."
     )
+
+    @property
+    def is_preference(self) -> bool:
+        """True for dpo and orpo: trained on {prompt, chosen, rejected} pairs."""
+        return self.type in ("dpo", "orpo")

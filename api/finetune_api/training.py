@@ -58,7 +58,7 @@ class TrainingSpec(SpecModel):
 class DistributedSpec(SpecModel):
     """Process layout: nodes x GPUs per node, and how model state is shared between them."""
 
-    nodes: int = Field(1, ge=1, le=512, description="Pods (one per node), each running torchrun.")
+    nodes: int = Field(1, ge=1, le=512, description="Pods (one per node), each running one process per GPU.")
     gpus_per_node: Union[Auto, NonNegativeInt] = Field(
         "auto",
         description="Processes (one per GPU) per node. `auto`: locally every visible GPU, or one CPU process "
@@ -71,6 +71,12 @@ class DistributedSpec(SpecModel):
         "than one GPU is sharded).",
     )
     cpu_offload: bool = Field(False, description="Offload optimizer state (and ZeRO-3 parameters) to CPU memory.")
+    timeout_seconds: int = Field(
+        1800, ge=30, le=86400,
+        description="How long a process waits for the others at any collective (gradient sync, barrier, "
+        "checkpoint) before the run fails with a message naming the timeout. Long enough for rank 0 to write "
+        "a large output alone; shorter finds a hung peer sooner.",
+    )
 
 
 class ResourcesSpec(SpecModel):

@@ -165,7 +165,7 @@ def reload_check(kind: str, model_dir: Path, out: Path, ids) -> dict:
 
 
 def run_cli(args: list[str], timeout: float, logf: Path) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "finetune_trainer.cli", *args]
+    cmd = [sys.executable, "-m", "finetune_cli.main", *args]
     t = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)

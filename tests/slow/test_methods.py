@@ -11,7 +11,7 @@ import yaml
 
 from finetune_api import load_job_text
 from finetune_trainer import recipe
-from finetune_trainer.launch import plan_local
+from finetune_trainer.local_run import plan_local
 from support.cli_runs import QUICKSTART
 
 torch.set_num_threads(1)  # the CI machine's cores are shared: one thread is several times faster here

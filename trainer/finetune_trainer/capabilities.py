@@ -27,9 +27,10 @@ def check_supported(cfg: TrainerConfig) -> None:
         raise NotSupportedYet("spec.method.type", f"method '{spec.method.type}'")
     if spec.objective.type not in SUPPORTED_OBJECTIVES:
         raise NotSupportedYet("spec.objective.type", f"objective '{spec.objective.type}'")
-    if cfg.strategy not in SUPPORTED_STRATEGIES:
-        raise NotSupportedYet("spec.distributed.strategy", f"strategy '{cfg.strategy}'")
-    if cfg.device == "cpu" and cfg.strategy not in CPU_STRATEGIES:
+    strategy = cfg.plan.strategy  # None: the memory plan decides it on the node, among supported ones
+    if strategy is not None and strategy not in SUPPORTED_STRATEGIES:
+        raise NotSupportedYet("spec.distributed.strategy", f"strategy '{strategy}'")
+    if cfg.device == "cpu" and strategy not in CPU_STRATEGIES:
         from .errors import EnvironmentProblem
 
-        raise EnvironmentProblem(f"spec.distributed.strategy {cfg.strategy} needs CUDA GPUs; this run is on the CPU")
+        raise EnvironmentProblem(f"spec.distributed.strategy {strategy} needs CUDA GPUs; this run is on the CPU")

@@ -35,14 +35,14 @@ class DeepSpeedZero:
 
     sharded = True
 
-    def __init__(self, model, cfg, d, batch):
+    def __init__(self, model, cfg, d):
         self.deepspeed = _import_deepspeed()
         from .deepspeed_config import config_for
 
         self.model = model
         self.forward_model = model
         self.stage3 = cfg.strategy == "deepspeed-zero3"
-        self.ds_config = config_for(cfg, batch.micro, batch.accumulation, d.world)
+        self.ds_config = config_for(cfg, cfg.plan.micro_batch, cfg.plan.gradient_accumulation, d.world)
         self.engine = None
 
     def setup_optimizer(self, make_optimizer, make_scheduler) -> None:

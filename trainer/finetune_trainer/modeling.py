@@ -178,6 +178,26 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     return model
 
 
+def model_config(cfg: TrainerConfig) -> dict:
+    """spec.model's config.json as a dict (local directory, or the hub through transformers' cache).
+
+    Raises:
+        ModelLoadError: no config.json at spec.model.path.
+    """
+    import json
+    from pathlib import Path
+
+    if cfg.model_path:
+        f = Path(cfg.model_path) / "config.json"
+        if not f.exists():
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no config.json")
+        return json.loads(f.read_text(encoding="utf-8"))
+    from transformers import AutoConfig
+
+    src, kw = _source(cfg)
+    return AutoConfig.from_pretrained(src, **kw).to_dict()
+
+
 def linear_module_names(model) -> list[str]:
     """Distinct last-component names of the linear layers (candidates for LoRA target modules)."""
     import torch

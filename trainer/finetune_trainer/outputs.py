@@ -84,8 +84,7 @@ def save_outputs(cfg: TrainerConfig, model, tokenizer, summary: dict[str, Any], 
     write_manifest(out, spec=cfg.job.spec.to_wire(),
                    metrics={k: v for k, v in summary.items() if k not in ("output_path", "plot")},
                    extra={"name": cfg.job.metadata.name, "method": spec.method.type,
-                          "objective": spec.objective.type, "launch": {"nodes": cfg.nodes,
-                          "nproc_per_node": cfg.nproc_per_node, "device": cfg.device, "strategy": cfg.strategy}})
+                          "objective": spec.objective.type, "launch": cfg.plan.to_wire()})
     summary["manifest_sha256"] = sha256_file(out / MANIFEST)
     return summary
 

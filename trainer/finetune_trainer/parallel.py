@@ -197,13 +197,11 @@ def decoder_layers(model) -> list:
     raise ValueError(f"{type(model).__name__}: no ModuleList of *DecoderLayer found to shard")
 
 
-def wrap(model, cfg, d, *, compute_dtype=None, reshard_after_forward: bool = True, batch=None):
-    """The strategy object for `cfg.strategy` around `model` (already on its device).
+def wrap(model, cfg, d, *, compute_dtype=None):
+    """The strategy object for `cfg.strategy` around `model` (already on its device), as cfg.plan says.
 
     Args:
         compute_dtype: FSDP2's bf16 compute over fp32 master weights (None: compute in the weights' dtype).
-        reshard_after_forward: FSDP2 full shard (True) or shard-grad-op (False).
-        batch: the BatchPlan (DeepSpeed's config needs micro-batch and accumulation).
 
     Raises:
         EnvironmentProblem: a DeepSpeed strategy without deepspeed installed.
@@ -211,8 +209,9 @@ def wrap(model, cfg, d, *, compute_dtype=None, reshard_after_forward: bool = Tru
     if cfg.strategy in ("single", "ddp"):
         return Replicated(model, d, cfg.device)
     if cfg.strategy == "fsdp":
-        return Fsdp2(model, d, cfg.device, compute_dtype=compute_dtype, reshard_after_forward=reshard_after_forward,
+        return Fsdp2(model, d, cfg.device, compute_dtype=compute_dtype,
+                     reshard_after_forward=cfg.plan.reshard_after_forward,
                      cpu_offload=cfg.job.spec.distributed.cpu_offload)
     from .deepspeed_engine import DeepSpeedZero
 
-    return DeepSpeedZero(model, cfg, d, batch)
+    return DeepSpeedZero(model, cfg, d)

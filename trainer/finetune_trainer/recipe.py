@@ -21,11 +21,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from finetune_api.trainer_config import TrainerConfig
+from finetune_api.trainer_config import LaunchPlan, TrainerConfig
 
 from . import checkpoint as ckpt
 from . import parallel
-from .batching import BatchPlan, memory_plan
 from .distributed import Dist, all_sum, barrier, init_distributed, shutdown
 from .evaluation import eval_loss, exact_match
 from .flops import flops_per_token, mfu
@@ -48,11 +47,10 @@ def run(cfg: TrainerConfig) -> dict[str, Any]:
         TrainerInputError: bad data, model or options (one clean line for the user).
         Preempted: stopped by SIGTERM after saving a checkpoint.
     """
-    d = init_distributed(cfg.device)
-    try:
-        return _run(cfg, d)
-    finally:
-        shutdown(d)
+    d = init_distributed(cfg.device, cfg.job.spec.distributed.timeout_seconds)
+    summary = _run(cfg, d)
+    shutdown(d)  # only after every rank succeeded: a failed rank leaves without waiting on its peers (worker.py)
+    return summary
 
 
 def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
@@ -61,7 +59,7 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     spec = cfg.job.spec
     t = spec.training
     objective = spec.objective.type
-    preference = objective in ("dpo", "orpo")
+    preference = spec.objective.is_preference
     torch.manual_seed(t.seed)
     log = (lambda s: print(s, flush=True)) if d.main else (lambda s: None)
     gsum = lambda v: all_sum(v, d)  # noqa: E731
@@ -76,28 +74,25 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     train = [dict(e, index=i) for i, e in enumerate(data.train)] if preference else data.train
     padding_free = uses_padding_free(cfg)
     check_targets(meta_model(cfg), cfg)  # before any weight loads
-    mem = memory_plan(cfg, d.world, len(train))
-    if mem.strategy != cfg.strategy:  # strategy auto: the memory plan's choice
-        cfg = cfg.model_copy(update={"strategy": mem.strategy})
-    plan = mem.batch
+    plan = cfg.plan  # decided by finetune_plan.plan_launch before this process started; obeyed, not re-derived
+    check_enough_data(len(train), plan)
     steps_per_epoch = len(train) // plan.global_batch
     total_steps = t.max_steps or max(1, math.ceil((t.epochs or 1.0) * steps_per_epoch))
 
     model = load_model(cfg, d.local_rank)
     model, spectrum_scan = apply_method(model, cfg, rank=d.rank, world=d.world, all_sum=gsum)
-    n_ckpt = enable_checkpointing(model, mem.checkpointing, mem.checkpoint_layers)
+    n_ckpt = enable_checkpointing(model, plan.checkpointing, plan.checkpoint_layers)
     if spec.method.type != "qlora":  # a 4-bit model is placed by device_map at load
         model.to(d.device)
     n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     n_total = sum(p.numel() for p in model.parameters())
     log(f"model: {n_total:,} parameters, {n_trainable:,} trainable ({100 * n_trainable / n_total:.2f}%); "
-        f"batch: micro {plan.micro} x accumulation {plan.accumulation} x {d.world} process(es) = "
+        f"batch: micro {plan.micro_batch} x accumulation {plan.gradient_accumulation} x {d.world} process(es) = "
         f"{plan.global_batch} per step; {total_steps} steps ({steps_per_epoch} per epoch); strategy "
         f"{cfg.strategy}{f', activation checkpointing ({n_ckpt} blocks)' if n_ckpt else ''}")
     fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     amp = autocast_dtype(cfg)
-    strat = parallel.wrap(model, cfg, d, compute_dtype=amp, reshard_after_forward=mem.reshard_after_forward,
-                          batch=plan)
+    strat = parallel.wrap(model, cfg, d, compute_dtype=amp)
     wrapped = strat.forward_model
     autocast = (lambda: torch.autocast(cfg.device, dtype=amp)) if amp is not None and not strat.sharded \
         else contextlib.nullcontext
@@ -125,14 +120,14 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
     ref = None
     if objective == "dpo":
         with autocast():
-            ref = _reference(out, wrapped, train, data.validation, plan.micro, d, tokenizer.pad_token_id, step)
+            ref = _reference(out, wrapped, train, data.validation, plan.micro_batch, d, tokenizer.pad_token_id, step)
 
     def evaluate() -> dict:
         with autocast():
             if preference:
-                return preference_eval(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id, objective,
+                return preference_eval(wrapped, data.validation, plan.micro_batch, d, tokenizer.pad_token_id, objective,
                                        spec.objective.beta, ref and ref["validation"], gsum)
-            return {"eval_loss": eval_loss(wrapped, data.validation, plan.micro, d, tokenizer.pad_token_id)}
+            return {"eval_loss": eval_loss(wrapped, data.validation, plan.micro_batch, d, tokenizer.pad_token_id)}
 
     # --- observers: metrics endpoint, TensorBoard, progress ------------------------------------------
     metrics = TrainerMetrics(cfg.job.metadata.namespace or "", cfg.job.metadata.name, d.rank)
@@ -253,6 +248,21 @@ def _run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
 
 # --- the pieces the loop uses ------------------------------------------------------------------------
 
+def check_enough_data(n_train: int, plan: LaunchPlan) -> None:
+    """Refuse a dataset smaller than one optimizer step (the plan never shrinks the step to fit the data).
+
+    Raises:
+        TrainerInputError: names the counts and what to change.
+    """
+    if n_train < plan.global_batch:
+        from .errors import TrainerInputError
+
+        raise TrainerInputError(
+            f"spec.dataset: {n_train} training example(s) (or packed rows) is fewer than one optimizer step "
+            f"needs ({plan.global_batch} = micro {plan.micro_batch} x accumulation {plan.gradient_accumulation} x "
+            f"{plan.world_size} process(es)); lower spec.training.globalBatchSize or add data")
+
+
 def _load_data(cfg: TrainerConfig, tokenizer):
     from .data import load_datasets
 
@@ -262,7 +272,7 @@ def _load_data(cfg: TrainerConfig, tokenizer):
                          objective=spec.objective.type)
 
 
-def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int, seed: int, d: Dist,
+def _micro_batches(train: list, plan: LaunchPlan, step: int, steps_per_epoch: int, seed: int, d: Dist,
                    pad_id: int, preference: bool = False, padding_free: bool = False) -> list[dict]:
     """This rank's micro-batches of global step `step`: a seeded permutation per epoch, sliced by rank.
 
@@ -278,9 +288,9 @@ def _micro_batches(train: list, plan: BatchPlan, step: int, steps_per_epoch: int
     perm = torch.randperm(len(train), generator=g).tolist()
     chunk = perm[pos * plan.global_batch:(pos + 1) * plan.global_batch]
     out = []
-    for j in range(plan.accumulation):
-        start = (j * d.world + d.rank) * plan.micro
-        examples = [train[i] for i in chunk[start:start + plan.micro]]
+    for j in range(plan.gradient_accumulation):
+        start = (j * d.world + d.rank) * plan.micro_batch
+        examples = [train[i] for i in chunk[start:start + plan.micro_batch]]
         if preference:
             n_real = sum(2 * len(e["prompt_ids"]) + len(e["chosen_ids"]) + len(e["rejected_ids"]) for e in examples)
             out.append(collate_pairs(examples, pad_id) | {"n_real": n_real})

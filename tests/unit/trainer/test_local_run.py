@@ -1,11 +1,14 @@
 """`finetune run`'s launch plan: devices, processes, strategy, paths — and what it refuses before loading."""
 
 
+import json
+
 import pytest
 
 from finetune_api import load_job_text
 from finetune_trainer.errors import EnvironmentProblem, NotSupportedYet
-from finetune_trainer.launch import describe, plan_local, resolve_strategy
+from finetune_plan import resolve_strategy
+from finetune_trainer.local_run import describe, plan_local
 
 JOB = """
 apiVersion: finetune.io/v1alpha1
@@ -16,6 +19,10 @@ spec:
   dataset: {paths: [data/train.jsonl], validationPaths: [/abs/val.jsonl], format: alpaca}
   output: {path: ../out}
 """
+
+
+LLAMA_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 8, "tie_word_embeddings": False}
 
 
 def job(extra: str = ""):
@@ -36,9 +43,18 @@ def test_relative_paths_resolve_against_the_spec_file(tmp_path):
     assert cfg.output_dir == str(tmp_path / "out")
 
 
-def test_one_process_per_visible_gpu_with_ddp_for_lora(tmp_path):
-    cfg = plan_local(job(), tmp_path / "job.yaml", gpus_visible=2)
+def test_one_process_per_visible_gpu_and_the_memory_plan_picks_ddp_for_lora(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "config.json").write_text(json.dumps(LLAMA_8B))
+    cfg = plan_local(job(), tmp_path / "job.yaml", gpus_visible=2, gpu_bytes=141 * 2 ** 30)
     assert (cfg.device, cfg.nproc_per_node, cfg.strategy) == ("cuda", 2, "ddp")
+    assert cfg.plan.complete and cfg.plan.memory_gib["total"] < 141
+
+
+def test_without_the_models_config_the_gpu_plan_is_left_to_the_launcher(tmp_path):
+    cfg = plan_local(job(), tmp_path / "job.yaml", gpus_visible=2)
+    assert (cfg.device, cfg.nproc_per_node, cfg.plan.strategy) == ("cuda", 2, None)
+    assert not cfg.plan.complete and "decided by the memory plan" in describe(cfg)
 
 
 def test_more_gpus_asked_than_present_is_refused(tmp_path):
@@ -79,15 +95,14 @@ def test_dpo_and_orpo_plan(tmp_path):
 
 
 def test_strategy_resolution():
-    assert resolve_strategy("auto", "lora", 1) == "single"
-    assert resolve_strategy("ddp", "lora", 1) == "single"
-    assert resolve_strategy("deepspeed-zero3", "full", 1) == "deepspeed-zero3"  # ZeRO-Offload on one GPU
-    assert resolve_strategy("fsdp", "full", 1) == "fsdp"
-    assert resolve_strategy("auto", "lora", 2) == "ddp"
-    assert resolve_strategy("auto", "full", 2) == "fsdp"
+    assert resolve_strategy("auto", False, 1) == "single"
+    assert resolve_strategy("ddp", False, 1) == "single"
+    assert resolve_strategy("deepspeed-zero3", True, 1) == "deepspeed-zero3"  # ZeRO-Offload on one GPU
+    assert resolve_strategy("fsdp", True, 1) == "fsdp"
+    assert resolve_strategy("auto", False, 2) == "ddp"
+    assert resolve_strategy("auto", True, 2) == "fsdp"
     # full/Spectrum on GPUs: FSDP2's bf16 compute copies even on one GPU; on the CPU nothing to shard
-    assert resolve_strategy("auto", "full", 1, "cuda") == "fsdp"
-    assert resolve_strategy("auto", "spectrum", 1, "cuda") == "fsdp"
-    assert resolve_strategy("auto", "full", 1, "cpu") == "single"
-    assert resolve_strategy("auto", "full", 2, "cpu") == "fsdp"
-    assert resolve_strategy("deepspeed-zero3", "full", 8) == "deepspeed-zero3"
+    assert resolve_strategy("auto", True, 1, "cuda") == "fsdp"
+    assert resolve_strategy("auto", True, 1, "cpu") == "single"
+    assert resolve_strategy("auto", True, 2, "cpu") == "fsdp"
+    assert resolve_strategy("deepspeed-zero3", True, 8) == "deepspeed-zero3"

@@ -1,9 +1,10 @@
-"""The launch decided for a cluster run: processes per pod, device, strategy, and where each path is mounted.
+"""The trainer config as a pod sees it: processes per pod, the launch plan so far, and where each path is mounted.
 
-Why: `finetune run` decides these facts from the local machine (trainer/finetune_trainer/launch.py); in a
-cluster the operator decides them from the spec alone, before any pod exists, and hands them to every pod as
-`config.json` (finetune_api.trainer_config.TrainerConfig, the operator -> trainer contract). Paths are resolved
-here against the volume mounts, so the trainer never needs to know it runs in Kubernetes.
+Why: `finetune run` plans from the local machine; in a cluster the operator plans from the spec alone, before
+any pod exists (`finetune_plan.plan_launch` with no GPU size and no model shape: the pod's launcher completes
+the rest with the same function), and hands the result to every pod as `config.json`
+(finetune_api.trainer_config.TrainerConfig, the operator -> trainer contract). Paths are resolved here against
+the volume mounts, so the trainer never needs to know it runs in Kubernetes.
 """
 
 from __future__ import annotations
@@ -11,10 +12,13 @@ from __future__ import annotations
 import posixpath
 from typing import Optional
 
+from finetune_api.contract import METRICS_PORT, TERMINATION_LOG, UserError
 from finetune_api.job import FineTuneJob, ObjectMeta
-from finetune_api.launch import resolve_strategy
 from finetune_api.loading import SpecError
-from finetune_api.trainer_config import TrainerConfig
+from finetune_api.trainer_config import Rendezvous, TrainerConfig
+from finetune_plan import Machine, plan_launch
+
+from . import names
 
 MODEL_MOUNT = "/mnt/model"
 DATA_MOUNT = "/mnt/data"
@@ -22,8 +26,7 @@ OUTPUT_MOUNT = "/mnt/output"
 CONFIG_DIR = "/etc/finetune"
 CONFIG_FILE = "config.json"
 CONFIG_PATH = f"{CONFIG_DIR}/{CONFIG_FILE}"
-METRICS_PORT = 8000
-TERMINATION_LOG = "/dev/termination-log"
+RDZV_PORT = 29500
 
 
 class RenderError(SpecError):
@@ -40,7 +43,7 @@ def gpus_per_pod(job: FineTuneJob) -> int:
 
 
 def nproc_per_pod(job: FineTuneJob) -> int:
-    """Processes torchrun starts in each pod: one per GPU, or one CPU process."""
+    """Processes the trainer's launcher starts in each pod: one per GPU, or one CPU process."""
     return max(1, gpus_per_pod(job))
 
 
@@ -92,6 +95,11 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         "status": None,
     })
     device = "cuda" if gpus_per_pod(job) > 0 else "cpu"
+    try:  # no GPU size and no model shape here: what needs them is left to the pod's launcher
+        plan = plan_launch(job, Machine(device=device, nodes=nodes, nproc_per_node=nproc))
+    except UserError as e:
+        raise RenderError(str(e)) from None
+    ns = job.metadata.namespace or "default"
     return TrainerConfig(
         job=pinned,
         model_path=resolve_path(spec.model.path, MODEL_MOUNT, model_vol, "spec.model.path"),
@@ -100,10 +108,8 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         validation_paths=[resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.validationPaths")
                           for p in spec.dataset.validation_paths] if spec.dataset.validation_paths else None,
         output_dir=resolve_path(spec.output.path, OUTPUT_MOUNT, out_vol, "spec.output.path"),
-        nodes=nodes,
-        nproc_per_node=nproc,
-        device=device,
-        strategy=resolve_strategy(spec.distributed.strategy, spec.method.type, nodes * nproc, device),
+        plan=plan,
+        rendezvous=Rendezvous(host=names.master_addr(job.metadata.name, ns), port=RDZV_PORT) if nodes > 1 else None,
         metrics_port=METRICS_PORT,
         termination_log=TERMINATION_LOG,
     )

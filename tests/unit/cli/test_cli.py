@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from finetune_trainer.cli import main
+from finetune_cli.main import main
 
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "examples" / "quickstart" / "job.yaml"
@@ -32,6 +32,6 @@ def test_explain_field_and_unknown_field(capsys):
 
 
 def test_validate_does_not_import_torch():
-    code = ("import sys; from finetune_trainer.cli import main; main(['validate', %r]); "
+    code = ("import sys; from finetune_cli.main import main; main(['validate', %r]); "
             "assert 'torch' not in sys.modules, 'validate imported torch'" % str(QUICKSTART))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)

@@ -2,7 +2,7 @@
 
 import pytest
 
-from finetune_trainer.planner import (GiB, DoesNotFit, ModelShape, Workload, choose, estimate, merge_host_bytes,
+from finetune_plan.memory import (GiB, DoesNotFit, ModelShape, Workload, choose, estimate, merge_host_bytes,
                                       parse_bytes, trainable_params)
 
 LLAMA_8B = {"vocab_size": 128256, "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32,
@@ -56,8 +56,9 @@ def test_full_8b_does_not_fit_one_h100_and_says_why():
 
 def test_auto_strategy_picks_the_least_sharding_that_fits():
     m = ModelShape.from_config(LLAMA_8B)
-    assert choose(m, Workload("lora", "ddp", 2, 2048, H200), 16, strategy_auto=True).strategy == "ddp"
-    full = choose(m, Workload("full", "ddp", 2, 2048, H100), 16, strategy_auto=True)
+    auto = ["ddp", "fsdp-shard-grad-op", "fsdp"]
+    assert choose(m, Workload("lora", "ddp", 2, 2048, H200), 16, candidates=auto).strategy == "ddp"
+    full = choose(m, Workload("full", "ddp", 2, 2048, H100), 16, candidates=auto)
     assert full.strategy == "fsdp"  # 8B full: replicated or grad-op sharded do not fit 80 GiB; full shard does
 
 

@@ -1,7 +1,7 @@
 """The memory planner: from model config, method, strategy, length and GPU memory to a batch/strategy plan.
 
-Pure arithmetic (no torch import): `finetune plan job.yaml --gpu-memory 141GiB --gpus 2` plans for a machine
-you do not have, and the trainer uses the same function on its own GPU. Per GPU it estimates, in bytes:
+Pure arithmetic (no deep-learning import): `finetune plan job.yaml --gpu-memory 141GiB --gpus 2` plans for a
+machine you do not have, and the launch plan (launch.py) uses the same functions for the GPU a run gets. Per GPU it estimates, in bytes:
 
     weights      N x bytes/param (bf16 2; NF4 + double quant 0.52 for QLoRA's block linears, its other
                  parameters bf16; fp32 4 for full/Spectrum, whose master weights stay fp32 under bf16 autocast,
@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from .errors import TrainerInputError
+from finetune_api.contract import UserError
 
 GiB = 1024 ** 3
 WORKSPACE = 1 * GiB
@@ -100,11 +100,16 @@ class Workload:
     rows_per_example: int = 1  # 2 for preference pairs (chosen + rejected)
     fused_kernels: bool = True  # liger-kernel installed: the trainer applies it where _liger() says
 
+    @property
+    def adapter(self) -> bool:
+        """Adapters on a frozen base (lora, qlora)."""
+        return self.method in ("lora", "qlora")
+
 
 def _liger(w: "Workload") -> bool:
     """Whether the trainer runs Liger's kernels (and, for LoRA, the fast forward): on bf16 compute weights
     (modeling.bf16_compute_weights), i.e. not for full/Spectrum under autocast (one process, DDP)."""
-    return w.fused_kernels and (w.method in ("lora", "qlora") or w.strategy.startswith("deepspeed")
+    return w.fused_kernels and (w.adapter or w.strategy.startswith("deepspeed")
                                 or w.strategy in ("fsdp", "fsdp-shard-grad-op"))
 
 
@@ -157,13 +162,13 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers
     if w.method == "qlora":
         block_linear = m.layers * sum(a * b for a, b in m.linears().values())
         weights = block_linear * NF4_BYTES + (n - block_linear) * 2  # embeddings, head, norms: bf16
-    elif w.method in ("full", "spectrum"):
+    elif not w.adapter:
         weights = 4 * n
         if w.strategy in ("ddp", "single"):
             weights += 2 * nt  # autocast caches a bf16 copy of each trainable fp32 weight through backward
     else:
         weights = 2 * n
-    adapters = nt * 4 if w.method in ("lora", "qlora") else 0  # peft keeps adapters in fp32
+    adapters = nt * 4 if w.adapter else 0  # peft keeps adapters in fp32
     weights += adapters
     if shard_params:
         weights = weights / w.world + 2 * m.block_params * 2  # two unsharded bf16 blocks in flight
@@ -185,12 +190,12 @@ def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
     d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.intermediate
     q = m.heads * m.head_dim
     if _liger(w):  # norm in/out x2, roped q, k, v, attention output, gate, up, product; LoRA's r-dim outputs
-        lora = 2 * w.lora_rank * len(m.linears()) if w.method in ("lora", "qlora") else 0
+        lora = 2 * w.lora_rank * len(m.linears()) if w.adapter else 0
         return 2 * (4 * d + 2 * q + 2 * kv + 3 * i) + lora
     attn = 2 * (d + q + 2 * kv + q + kv + q + q) + 4 * d  # normed input, q k v, roped q k, attn out, o input; fp32 norm
     mlp = 2 * (d + 4 * i) + 4 * d
     lora = 0.0
-    if w.method in ("lora", "qlora"):
+    if w.adapter:
         ins = [a for n, (a, _) in m.linears().items() if w.lora_targets is None or n in w.lora_targets]
         lora = sum(4 * a + 4 * w.lora_rank for a in ins)  # peft's fp32 input copy per adapted linear + r-dim out
     return attn + mlp + lora
@@ -215,21 +220,20 @@ class Plan:
         return self.strategy != "fsdp-shard-grad-op"
 
 
-class DoesNotFit(TrainerInputError):
+class DoesNotFit(UserError):
     """No strategy, micro-batch and checkpointing setting fits the GPU memory."""
 
 
-def choose(m: ModelShape, w: Workload, global_batch: int, *, strategy_auto: bool = False,
+def choose(m: ModelShape, w: Workload, global_batch: int, *, candidates: list[str] | None = None,
            micro: int | None = None, accumulation: int | None = None, checkpointing: bool | None = None) -> Plan:
-    """Pick strategy (if auto), checkpointing (if None) and micro-batch (if None) that fit `w.gpu_bytes`.
+    """Pick strategy (among `candidates`, in order, if given), checkpointing (if None) and micro-batch (if None)
+    that fit `w.gpu_bytes`.
 
     Raises:
         DoesNotFit: even micro-batch 1 with checkpointing and the most sharding considered does not fit.
     """
     budget = w.gpu_bytes * HEADROOM
-    strategies = [w.strategy]
-    if strategy_auto and w.world > 1:
-        strategies = ["ddp", "fsdp-shard-grad-op", "fsdp"]
+    strategies = candidates or [w.strategy]
     per_rank = max(1, global_batch // w.world)
     micros = [micro] if micro else [2 ** k for k in range(int(math.log2(per_rank)), -1, -1)]
     ckpts = [checkpointing] if checkpointing is not None else [False, True]

@@ -2,7 +2,7 @@
 
 import json
 
-from finetune_trainer.cli import main
+from finetune_cli.main import main
 
 JOB = """apiVersion: finetune.io/v1alpha1
 kind: FineTuneJob
@@ -45,7 +45,7 @@ def test_plan_that_does_not_fit_exits_2(tmp_path, capsys):
 
 
 def test_plan_without_a_gpu_asks_for_gpu_memory(tmp_path, capsys, monkeypatch):
-    import finetune_trainer.launch as launch
+    import finetune_trainer.local_run as launch
 
     monkeypatch.setattr(launch, "visible_gpus", lambda: 0)
     assert main(["plan", _spec(tmp_path)]) == 2
