@@ -17,6 +17,8 @@ from finetune_api.job import FineTuneJob, ObjectMeta
 from finetune_api.loading import SpecError
 from finetune_api.trainer_config import Rendezvous, TrainerConfig
 from finetune_plan import Machine, plan_launch
+from finetune_plan.catalog import shape_for_hub_id
+from finetune_plan.memory import GiB, parse_bytes
 
 from . import names
 
@@ -95,8 +97,9 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         "status": None,
     })
     device = "cuda" if gpus_per_pod(job) > 0 else "cpu"
-    try:  # no GPU size and no model shape here: what needs them is left to the pod's launcher
-        plan = plan_launch(job, Machine(device=device, nodes=nodes, nproc_per_node=nproc))
+    shape = shape_for_hub_id(spec.model.hub_id)  # well-known hub models: their disk can be planned here
+    try:  # no GPU size here (and no model shape for other models): what needs them is left to the pod's launcher
+        plan = plan_launch(job, Machine(device=device, nodes=nodes, nproc_per_node=nproc), shape)
     except UserError as e:
         raise RenderError(str(e)) from None
     ns = job.metadata.namespace or "default"
@@ -113,3 +116,26 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
         metrics_port=METRICS_PORT,
         termination_log=TERMINATION_LOG,
     )
+
+
+SPARE = 1.25  # a created output volume holds the planned peak plus a quarter
+
+
+def planned_volume_size(cfg: TrainerConfig) -> Optional[str]:
+    """The size of an output volume the operator creates, from the launch plan's disk need (None: unknown)."""
+    if cfg.plan.disk is None:
+        return None
+    return f"{max(1, -(-int(cfg.plan.disk.peak_bytes * SPARE) // GiB))}Gi"
+
+
+def volume_shortfall(capacity: str, cfg: TrainerConfig) -> Optional[str]:
+    """A warning when an output volume of `capacity` (a quantity) is smaller than the plan's peak, else None."""
+    if cfg.plan.disk is None:
+        return None
+    have, need = parse_bytes(capacity), cfg.plan.disk.peak_bytes
+    if have >= need:
+        return None
+    return (f"the output volume ({capacity}) is smaller than this run needs at its peak ({need / GiB:.1f} GiB: "
+            f"{cfg.plan.disk.checkpoint_bytes / GiB:.1f} GiB per checkpoint, {cfg.plan.disk.output_bytes / GiB:.1f} GiB "
+            "of output); the run will stop when the disk is full. Give the volume more space, keep fewer "
+            "checkpoints (spec.output.keepLastCheckpoints) or save less often")
