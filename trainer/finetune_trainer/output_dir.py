@@ -4,7 +4,8 @@ Why: a path that cannot be written (under a file, read-only, /proc, a 300-charac
 traceback after the model and data had loaded; two `finetune run`s on one spec wrote into one folder at once.
 The launcher calls `OutputLock` before any worker starts: it creates the folder, proves it writable, and holds
 an exclusive `flock` on `.finetune.lock` inside it until the run ends (the kernel drops it when the process
-dies, so a killed run never leaves a stale lock).
+dies, so a killed run never leaves a stale lock). A run that fails before writing anything removes the folder
+it created, so a failed set-up leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -64,8 +65,10 @@ class OutputLock:
     def __init__(self, cfg: TrainerConfig):
         self.path = Path(cfg.output_dir)
         self._fd = None
+        self._created = False
 
     def __enter__(self) -> "OutputLock":
+        self._created = not self.path.exists()
         prepare(self.path)
         lock = self.path / LOCK_FILE
         try:
@@ -85,8 +88,12 @@ class OutputLock:
         return self
 
     def __exit__(self, *exc) -> bool:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+        if self._fd is None:
+            return False
+        if self._created and [p.name for p in self.path.iterdir()] == [LOCK_FILE]:  # nothing written: no trace
+            (self.path / LOCK_FILE).unlink()
+            self.path.rmdir()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
         return False
