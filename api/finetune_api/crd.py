@@ -102,7 +102,10 @@ def _structural(node: dict) -> dict:
 def _at(schema: dict, dotted: str) -> dict:
     node = schema
     for part in dotted.split(".")[1:]:
-        node = node["properties"][part]
+        if part.endswith("[]"):  # the items of a list (rules on each toleration)
+            node = node["properties"][part[:-2]]["items"]
+        else:
+            node = node["properties"][part]
     return node
 
 
