@@ -25,6 +25,10 @@ class OutputSpec(SpecModel):
         100, ge=1, le=10_000_000, description="Write a resumable checkpoint every N optimizer steps."
     )
     keep_last_checkpoints: int = Field(2, ge=1, le=1000, description="Checkpoints kept; older ones are deleted.")
+    save_final_checkpoint: bool = Field(
+        False, description="Also write a resumable checkpoint after the last step (only needed to continue training "
+        "later with more steps; a full fine-tune's checkpoint is several times the size of its output).",
+    )
     merge_adapter: bool = Field(
         False, description="Also write the base model with the adapter merged in (safetensors shards)."
     )

@@ -293,7 +293,7 @@ def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    from .parallel import decoder_layers
+    from .strategy import decoder_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     blocks = decoder_layers(base)
