@@ -138,7 +138,7 @@ def test_missing_path_and_empty_directory(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_paths(["nowhere.jsonl"], "text", tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no \\*.jsonl files"):
+    with pytest.raises(DataError, match=r"no \*.jsonl or \*.json files"):
         read_paths(["empty"], "text", tmp_path)
 
 
