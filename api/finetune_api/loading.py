@@ -61,6 +61,21 @@ class SpecSource:
 _LEADING_PATH = re.compile(r"^(spec(?:\.[A-Za-z][A-Za-z0-9]*|\[\d+\])+)")
 
 
+def locate(spec_file: str | Path, message: str) -> str:
+    """`message` with the file and line of the field it starts with (`spec.x.y ...`), read from `spec_file`.
+
+    For errors raised after loading (the launch plan, the output folder, the trainer's checks): they know the field,
+    not the line. Left unchanged when the file cannot be read or the message names no field.
+    """
+    if not _LEADING_PATH.match(message):
+        return message
+    try:
+        _, node, problems = read_spec_text(Path(spec_file).read_text(encoding="utf-8"), str(spec_file))
+    except (OSError, UnicodeDecodeError):
+        return message
+    return message if problems else SpecSource(str(spec_file), node).locate(message)
+
+
 def split_path(dotted: str) -> list:
     """`spec.dataset.paths[1]` -> ['spec', 'dataset', 'paths', 1]."""
     out: list = []

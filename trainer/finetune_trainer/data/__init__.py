@@ -21,7 +21,8 @@ from .collate import collate
 from .encoding import DataReport, encode, encode_all
 from .errors import DataError
 from .packing import one_row, pack_examples
-from .records import Record, read_hub, read_paths
+from .files import read_hub, read_paths
+from .records import Record
 
 __all__ = [
     "CHATML_TEMPLATE", "ChatTemplate", "DataBundle", "DataError", "DataReport", "Record", "collate", "encode",

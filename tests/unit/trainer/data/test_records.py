@@ -7,7 +7,8 @@ import json
 import pytest
 
 from finetune_trainer.data import DataError
-from finetune_trainer.data.records import normalize, read_hub, read_jsonl, read_paths
+from finetune_trainer.data.files import read_hub, read_jsonl, read_paths
+from finetune_trainer.data.records import normalize
 
 
 def refused(path, fmt: str) -> DataError:
