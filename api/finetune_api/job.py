@@ -12,7 +12,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .base import SpecModel
-from .kube_types import DNS_LABEL, Labels
+from .kube_types import DNS_LABEL, IMAGE, Labels
 from .dataset import DatasetSpec
 from .method import LoraSpec, MethodSpec, ObjectiveSpec, SpectrumSpec
 from .model import ModelSpec
@@ -48,7 +48,8 @@ class FineTuneJobSpec(SpecModel):
         None, description="Secret key holding a Hugging Face token, for gated hub models/datasets."
     )
     image: Optional[str] = Field(
-        None, max_length=1024, description="Trainer image; default: the one the operator was installed with."
+        None, max_length=1024, pattern=IMAGE,
+        description="Trainer image; default: the one the operator was installed with."
     )
     suspend: bool = Field(
         False, description="Stop the trainer pods (keeping checkpoints); set back to false to resume."

@@ -141,7 +141,7 @@ RULES: tuple[Rule, ...] = (
         lambda d: not d.strategy.startswith("deepspeed") or _gpus_may_be_present(d),
     ),
     Rule(
-        "spec", "method",
+        "spec", "method.type",
         "!has(self.method) || !has(self.method.type) || self.method.type != 'qlora' || !has(self.distributed) "
         "|| !has(self.distributed.gpusPerNode) || self.distributed.gpusPerNode != 0",
         "spec.method.type qlora quantises the base to 4-bit with bitsandbytes and needs a GPU; "
@@ -149,27 +149,27 @@ RULES: tuple[Rule, ...] = (
         lambda s: s.method.type != "qlora" or _gpus_may_be_present(s.distributed),
     ),
     Rule(
-        "spec", "objective",
+        "spec", "objective.type",
         "!has(self.objective) || !has(self.objective.type) || !(self.objective.type in ['dpo', 'orpo']) "
         "|| self.dataset.format == 'preference'",
         "spec.objective.type dpo/orpo trains on preference data: set spec.dataset.format to preference",
         lambda s: s.objective.type not in ("dpo", "orpo") or s.dataset.format == "preference",
     ),
     Rule(
-        "spec", "dataset",
+        "spec", "dataset.format",
         "self.dataset.format != 'preference' || (has(self.objective) && has(self.objective.type) "
         "&& self.objective.type in ['dpo', 'orpo'])",
         "spec.dataset.format preference needs spec.objective.type dpo or orpo",
         lambda s: s.dataset.format != "preference" or s.objective.type in ("dpo", "orpo"),
     ),
     Rule(
-        "spec", "dataset",
+        "spec", "dataset.packing",
         "!has(self.dataset.packing) || !self.dataset.packing || self.dataset.format != 'preference'",
         "spec.dataset.packing does not apply to preference data (chosen and rejected must stay paired)",
         lambda s: not s.dataset.packing or s.dataset.format != "preference",
     ),
     Rule(
-        "spec", "output",
+        "spec", "output.mergeAdapter",
         "!has(self.output.mergeAdapter) || !self.output.mergeAdapter || !has(self.method) "
         "|| !has(self.method.type) || self.method.type in ['lora', 'qlora']",
         "spec.output.mergeAdapter needs an adapter: method type lora or qlora",

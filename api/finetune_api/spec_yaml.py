@@ -37,11 +37,17 @@ StrictLoader.add_implicit_resolver(
 def _yaml_problem(e: yaml.YAMLError, source: str, text: str) -> str:
     """`source:line:column: not valid YAML: problem` (JSON too: a JSON file is read as YAML)."""
     mark = getattr(e, "problem_mark", None)
-    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
     problem = getattr(e, "problem", None) or str(e)
     context = getattr(e, "context", None)
     cmark = getattr(e, "context_mark", None)
-    ctx = f" ({context} that starts at line {cmark.line + 1}, column {cmark.column + 1})" if context and cmark else ""
+    if cmark is not None and mark is not None and ("end of stream" in problem or "<stream end>" in problem):
+        mark, cmark = cmark, mark  # never closed: the line that opened it is the one to fix
+        what = (context or "").replace("while scanning ", "").replace("while parsing ", "").replace("a ", "", 1)
+        problem = f"the {what} that starts here is never closed (the file ends at line {cmark.line + 1})"
+        ctx = ""
+    else:
+        ctx = f" ({context} that starts at line {cmark.line + 1}, column {cmark.column + 1})" if context and cmark else ""
+    where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark else source
     kind = "JSON" if text.lstrip()[:1] in ("{", "[") else "YAML"
     return f"{where}: not valid {kind}: {problem}{ctx}"
 
@@ -94,7 +100,10 @@ def read_spec_text(text: str, source: str) -> tuple[Any, Optional[yaml.Node], li
     if not docs:
         return None, None, [f"{source}: the file holds no YAML document (it is empty or only comments)"]
     if len(docs) > 1:
+        lines = text.splitlines()
         line = docs[1].start_mark.line + 1
+        while line > 1 and not lines[line - 1].startswith("---"):  # the '---' that starts it
+            line -= 1
         return None, None, [f"{source}:{line}: a second YAML document starts here; a FineTuneJob file holds one job "
                             "(put each job in its own file)"]
     node = docs[0]

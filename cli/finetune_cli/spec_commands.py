@@ -135,9 +135,19 @@ def _data_files(cfg) -> Optional[str]:
     """Every data path names readable files (no row read yet)."""
     if cfg.dataset_paths is None:
         return "hub dataset: read at run time"
+    from finetune_trainer.data import DataError
     from finetune_trainer.data.files import jsonl_files
 
-    n = sum(len(jsonl_files(Path(p))) for p in (cfg.dataset_paths or []) + (cfg.validation_paths or []))
+    n, bad = 0, []
+    for field, paths in (("spec.dataset.paths", cfg.dataset_paths), ("spec.dataset.validationPaths",
+                                                                      cfg.validation_paths)):
+        for i, p in enumerate(paths or []):
+            try:
+                n += len(jsonl_files(Path(p)))
+            except DataError as e:
+                bad.append(f"{field}[{i}]: {e}")
+    if bad:
+        raise NotReady("data", bad)
     return f"{n} file(s)"
 
 

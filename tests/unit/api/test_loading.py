@@ -71,7 +71,7 @@ def test_missing_file(tmp_path):
 
 
 def test_two_documents_refused_at_the_second_one():
-    with pytest.raises(SpecError, match="job.yaml:9: a second YAML document starts here"):
+    with pytest.raises(SpecError, match="job.yaml:8: a second YAML document starts here"):  # the --- line
         load_job_text(HEAD + OK_BODY + "---\n" + HEAD + OK_BODY, source="job.yaml")
 
 

@@ -58,6 +58,9 @@ def read_json_array(path: Path) -> Iterator[tuple[Any, int]]:
         try:
             obj, end = decoder.raw_decode(text, i)
         except json.JSONDecodeError as e:
+            if e.pos >= len(text.rstrip()):  # cut short: the example that never closes is the one to look at
+                raise DataError(file, where(i)[0], f"not valid JSON: the example that starts here is never closed "
+                                                   f"(the file ends at line {where(len(text) - 1)[0]})") from None
             line, col = where(e.pos)
             raise DataError(file, line, f"not valid JSON ({e.msg} at column {col}) in the array's example that "
                                         f"starts at line {where(i)[0]}") from None
