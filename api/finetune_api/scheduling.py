@@ -18,7 +18,7 @@ from .kube_types import DNS_SUBDOMAIN, Labels, Toleration
 class SchedulingSpec(SpecModel):
     """Node selection and priority for the trainer pods."""
 
-    node_selector: Optional[Labels] = Field(None, description="Pod nodeSelector (node labels to match).")
+    node_selector: Optional[Labels] = Field(None, max_length=64, description="Pod nodeSelector (node labels to match).")
     tolerations: Optional[list[Toleration]] = Field(
         None, max_length=64, description="Pod tolerations, e.g. for tainted GPU nodes."
     )

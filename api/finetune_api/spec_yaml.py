@@ -67,8 +67,8 @@ def _duplicates(node: yaml.Node, path: str, out: list[str], source: str) -> None
             line = k.start_mark.line + 1
             child = f"{path}.{k.value}" if path else k.value
             if k.value in seen:
-                out.append(f"{source}:{line}: {child}: given twice (first at line {seen[k.value]}); a YAML reader "
-                           "keeps only one of them and the API server refuses the file: delete one")
+                out.append(f"{source}:{line}: {child}: given twice (first at line {seen[k.value]}); YAML readers, "
+                           "kubectl's too, silently keep only the last one: delete one")
             else:
                 seen[k.value] = line
             _duplicates(v, child, out, source)

@@ -27,7 +27,8 @@ raw("json-missing-comma", G, '{"apiVersion": "finetune.io/v1alpha1", "kind": "Fi
 raw("json-unclosed", G, '{"apiVersion": "finetune.io/v1alpha1",\n "kind": "FineTuneJob",\n'
     ' "metadata": {"name": "demo"},\n "spec": {"model": {"path": "/m"},  # <\n "output": {"path": "/o"}\n', None,
     "not valid JSON", server="client")
-raw("two-documents", G, BASE + "---  # <\n" + BASE, None, "a second YAML document starts here", server="client")
+raw("two-documents", G, BASE + "---  # <\n" + BASE, None, "a second YAML document starts here",
+    server="accepted: kubectl creates one job per document")
 raw("top-level-list", G, "- apiVersion: finetune.io/v1alpha1  # <\n  kind: FineTuneJob\n", None,
     "expected a mapping", server="client")
 raw("top-level-scalar", G, "just some words  # <\n", None, "expected a mapping", server="client")
@@ -56,7 +57,8 @@ sub("no-name", G, "metadata:\n  name: demo\n", "metadata:  # <\n  labels: {team:
     server="client")
 sub("name-uppercase", G, "name: demo", "name: Demo  # <", "metadata.name", "a DNS label")
 sub("name-underscore", G, "name: demo", "name: my_job  # <", "metadata.name", "a DNS label")
-sub("name-too-long", G, "name: demo", "name: " + "a" * 64 + "  # <", "metadata.name", "at most 63 characters")
+sub("name-too-long", G, "name: demo", "name: " + "a" * 64 + "  # <", "metadata.name", "at most 63 characters",
+    server="cel")
 sub("name-number", G, "name: demo", "name: 42  # <", "metadata.name", "quote the value", server="client")
 sub("namespace-invalid", G, "name: demo", "name: demo\n  namespace: Team_A  # <", "metadata.namespace",
     "a DNS label", server="client")
@@ -95,14 +97,14 @@ add("toleration-unknown", G, "  scheduling:\n    tolerations:\n    - {keyy: gpu,
 sub("volume-snake", G, "    path: {out}", "    path: run\n    volume: {claim_name: out}  # <",
     "spec.output.volume.claim_name", "did you mean 'claimName'?")
 add("dup-learning-rate", G, "  training:\n    learningRate: 0.0002\n    learningRate: 0.5  # <\n",
-    "spec.training.learningRate", "given twice (first at line 14)", server="client")
-raw("dup-spec", G, BASE + "spec:  # <\n  suspend: true\n", "spec", "given twice (first at line 5)", server="client")
+    "spec.training.learningRate", "given twice (first at line 14)", server="accepted: kubectl keeps the last value")
+raw("dup-spec", G, BASE + "spec:  # <\n  suspend: true\n", "spec", "given twice (first at line 5)")  # the last wins
 sub("dup-model-key", G, "  dataset:", "  model: {hubId: org/m}  # <\n  dataset:", "spec.model",
-    "given twice (first at line 6)", server="client")
+    "given twice (first at line 6)", server="accepted: kubectl keeps the last value")
 sub("dup-in-flow", G, "    paths: [{data}]", "    paths: [{data}]\n    paths: [{data}]  # <", "spec.dataset.paths",
-    "given twice (first at line 9)", server="client")
+    "given twice (first at line 9)", server="accepted: kubectl keeps the last value")
 add("dup-nested-lora", G, "  method:\n    lora:\n      rank: 8\n      alpha: 16\n      rank: 64  # <\n",
-    "spec.method.lora.rank", "given twice (first at line 15)", server="client")
+    "spec.method.lora.rank", "given twice (first at line 15)", server="accepted: kubectl keeps the last value")
 add("unknown-status-like", G, "  phase: Running  # <\n", "spec.phase", "unknown field 'phase'")
 
 # --- types (the CRD's types are strict: no quoted numbers, no booleans for numbers) -----------------------------
