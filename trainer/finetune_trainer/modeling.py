@@ -189,9 +189,15 @@ def model_config(cfg: TrainerConfig) -> dict:
 
     if cfg.model_path:
         f = Path(cfg.model_path) / "config.json"
-        if not f.exists():
+        if not f.is_file():
             raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no config.json")
-        return json.loads(f.read_text(encoding="utf-8"))
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not a JSON object")
+        return doc
     from transformers import AutoConfig
 
     src, kw = _source(cfg)
