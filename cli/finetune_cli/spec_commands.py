@@ -122,11 +122,13 @@ def _model_config(cfg) -> Optional[str]:
 
     if not Path(cfg.model_path).is_dir():
         raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no such directory")
+    config = model_config(cfg)  # ModelLoadError names a missing or unreadable config.json
     try:
-        shape = ModelShape.from_config(model_config(cfg))
-    except (ValueError, KeyError, TypeError) as e:
-        why = f"has no {e.args[0]!r}" if isinstance(e, KeyError) else f"is not a model config ({e})"
-        raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json {why}") from None
+        shape = ModelShape.from_config(config)
+    except (KeyError, TypeError, ZeroDivisionError) as e:
+        why = f"has no {e.args[0]!r}" if isinstance(e, KeyError) else f"is not a causal LM's config ({e})"
+        raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json {why}, which the launch plan "
+                             "needs") from None
     check_lora_rank(cfg, shape.linears())
     return f"{shape.layers} layers, hidden size {shape.hidden}"
 

@@ -362,7 +362,7 @@ sub("model-is-file", G, "    path: {model}", "    path: {data}  # <", "spec.mode
 sub("model-no-config", G, "    path: {model}", "    path: empty-model  # <", "spec.model.path", "no config.json",
     server="trainer: ModelLoadError", setup="empty-model")
 sub("model-bad-config", G, "    path: {model}", "    path: bad-model  # <", "spec.model.path",
-    "its config.json is not a model config", server="trainer: ModelLoadError", setup="bad-model")
+    "its config.json is not JSON", server="trainer: ModelLoadError", setup="bad-model")
 sub("hub-offline", G, "    path: {model}", "    hubId: org/no-such-model  # <", "spec.model.hubId", "cannot load",
     server="trainer: ModelLoadError", deep=True)
 sub("template-ignores-messages", G, "    format: messages", "    format: messages\n    chatTemplate: x  # <",
