@@ -73,7 +73,7 @@ class DistributedSpec(SpecModel):
     )
     cpu_offload: bool = Field(False, description="Offload optimizer state (and ZeRO-3 parameters) to CPU memory.")
     timeout_seconds: int = Field(
-        1800, ge=30, le=86400,
+        1800, ge=10, le=86400,
         description="How long a process waits for the others at any collective (gradient sync, barrier, "
         "checkpoint) before the run fails with a message naming the timeout. Long enough for rank 0 to write "
         "a large output alone; shorter finds a hung peer sooner.",

@@ -28,9 +28,11 @@ class VolumeSource(SpecModel):
 class NewVolume(SpecModel):
     """A PersistentVolumeClaim the operator creates for the output (owned by the FineTuneJob)."""
 
-    size: str = Field(
-        ..., max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
-        description="Requested storage, a Kubernetes quantity such as `50Gi`.",
+    size: Optional[str] = Field(
+        None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
+        description="Requested storage, a Kubernetes quantity such as `50Gi`. Unset: the disk the launch plan "
+        "needs (checkpoints kept plus the output, with a quarter spare), for models whose size the operator "
+        "knows (well-known hub ids); `finetune plan` prints the figure for any other.",
     )
     storage_class_name: Optional[str] = Field(
         None, max_length=253, pattern=_DNS_LABEL, description="StorageClass of the new claim; the cluster default when unset."

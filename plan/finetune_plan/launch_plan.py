@@ -176,7 +176,7 @@ def plan_launch(job: FineTuneJob, machine: Machine, shape: Optional[ModelShape] 
     p = memory.choose(shape, workload(job, fixed or "ddp", machine), t.global_batch_size, candidates=candidates,
                       micro=None if t.micro_batch_size == "auto" else t.micro_batch_size,
                       checkpointing=None if t.gradient_checkpointing == "auto" else t.gradient_checkpointing)
-    strategy = "fsdp" if p.strategy.startswith("fsdp") else p.strategy
+    strategy = fixed if candidates is None else ("fsdp" if p.strategy.startswith("fsdp") else p.strategy)
     micro, acc = plan_batches(t, world, "cuda", auto_micro=p.micro)
     return LaunchPlan(**base, strategy=strategy, micro_batch=micro, gradient_accumulation=acc,
                       checkpointing=p.checkpointing, checkpoint_layers=p.checkpoint_layers if p.checkpointing else None,

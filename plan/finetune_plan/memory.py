@@ -279,10 +279,12 @@ def merge_host_bytes(m: ModelShape) -> int:
 
 
 def parse_bytes(text: str) -> int:
-    """'141GiB', '80GB', '80G', '1.5TiB', or a number of bytes."""
+    """'141GiB', '80GB', '80G', '1.5TiB', a Kubernetes quantity ('50Gi', '500M'), or a number of bytes."""
     t = text.strip()
-    units = {"tib": 1024 ** 4, "gib": GiB, "mib": 1024 ** 2, "tb": 10 ** 12, "gb": 10 ** 9, "mb": 10 ** 6,
-             "ti": 1024 ** 4, "gi": GiB, "mi": 1024 ** 2, "t": 10 ** 12, "g": 10 ** 9, "m": 10 ** 6}
+    units = {"pib": 1024 ** 5, "tib": 1024 ** 4, "gib": GiB, "mib": 1024 ** 2, "kib": 1024, "pb": 10 ** 15,
+             "tb": 10 ** 12, "gb": 10 ** 9, "mb": 10 ** 6, "kb": 10 ** 3, "pi": 1024 ** 5, "ti": 1024 ** 4,
+             "gi": GiB, "mi": 1024 ** 2, "ki": 1024, "p": 10 ** 15, "t": 10 ** 12, "g": 10 ** 9, "m": 10 ** 6,
+             "k": 10 ** 3}
     for u in sorted(units, key=len, reverse=True):
         if t.lower().endswith(u):
             return int(float(t[: -len(u)]) * units[u])

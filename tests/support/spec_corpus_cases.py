@@ -181,7 +181,7 @@ for name, block, fld, frag in [
     ("nodes-huge", "  distributed: {nodes: 600}", "spec.distributed.nodes", "less than or equal to 512"),
     ("gpus-negative", "  distributed: {gpusPerNode: -1}", "spec.distributed.gpusPerNode", "greater than or equal to 0"),
     ("timeout-short", "  distributed: {timeoutSeconds: 5}", "spec.distributed.timeoutSeconds",
-     "greater than or equal to 30"),
+     "greater than or equal to 10"),
     ("beta-zero", "  objective: {beta: 0}", "spec.objective.beta", "greater than 0"),
     ("beta-huge", "  objective: {beta: 20}", "spec.objective.beta", "less than or equal to 10"),
     ("fraction-zero", "  method:\n    type: spectrum\n    spectrum: {fraction: 0}", "spec.method.spectrum.fraction",

@@ -27,7 +27,7 @@ def log_row(writer, out: Path, row: dict) -> None:
         f.write(json.dumps(row) + "\n")
     if writer is not None:
         for k, v in row.items():
-            if k != "step":
+            if k not in ("step", "time"):
                 writer.add_scalar(("eval/" if k.startswith("eval") else "train/") + k, v, row["step"])
 
 

@@ -69,7 +69,7 @@ def run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
         s.step += 1
         dt = time.perf_counter() - t0
         last = {"step": s.step, "loss": loss, "lr": s.strat.lr(), "grad_norm": grad_norm,
-                "tokens_per_s": g_real / dt, "trainable_tokens_per_s": g_tokens / dt}
+                "tokens_per_s": g_real / dt, "trainable_tokens_per_s": g_tokens / dt, "time": round(time.time(), 3)}
         ses.record_step(s, last, g_real, g_tokens, dt)
         if t.eval_every_steps and s.step % t.eval_every_steps == 0 and s.step < s.total_steps and s.data.validation:
             ses.record_eval(s, evaluate())

@@ -6,6 +6,7 @@ import pytest
 
 from finetune_api.loading import validate_job
 from finetune_operator.pod_config import OUTPUT_MOUNT, RenderError, build_trainer_config, resolve_path
+from finetune_operator.render import render_children
 
 
 def job(output: dict, model: dict | None = None):
@@ -29,11 +30,12 @@ def test_paths_inside_the_volume_resolve_under_its_mount(path, inside):
 
 def test_an_output_outside_any_volume_is_refused_because_it_is_lost_with_the_pod():
     with pytest.raises(RenderError, match=r"spec.output.path '/etc/x' is not on a volume: .* set spec.output.volume"):
-        build_trainer_config(job({"path": "/etc/x"}))
+        render_children(job({"path": "/etc/x"}), uid="u")
 
 
 def test_tmp_without_a_volume_stays_possible_for_smoke_runs():
     assert build_trainer_config(job({"path": "/tmp/out"})).output_dir == "/tmp/out"
+    assert render_children(job({"path": "/tmp/out"}), uid="u")
 
 
 def test_the_output_may_not_be_the_model_folder():
