@@ -55,7 +55,7 @@ class Session:
     metrics: Any = None
     writer: Any = None
     progress: Any = None
-    stop: dict = field(default_factory=lambda: {"flag": False})
+    stop: dict = field(default_factory=dict)
     done: Optional[dict] = None  # the manifest's summary when this run's output is already complete
 
     @property
@@ -152,11 +152,14 @@ def open_session(cfg: TrainerConfig, d: Dist, preference: bool) -> Session:
     s.metrics = TrainerMetrics(cfg.job.metadata.namespace or "", cfg.job.metadata.name, d.rank)
     if d.local_rank == 0:  # one endpoint per pod: rank 0's training gauges, each node's GPU memory
         s.metrics.serve(cfg.metrics_port)
+    install_stop_handler()  # in-process runs (tests) that did not come through worker.main
     s.metrics.set(total_steps=s.total_steps, step=s.step, start_time_seconds=time.time(),
                   checkpoint_interval_steps=spec.output.save_every_steps)
     s.writer = history.tensorboard(s.out) if d.main else None
     s.progress = Progress(s.total_steps, start=s.step, every=t.log_every_steps) if d.main else None
-    s.stop = _stop_flag()
+    s.stop = STOP
+    if STOP["flag"]:  # stopped during set-up: nothing trained since the last checkpoint, nothing to save
+        raise Preempted(f"stopped before training resumed (step {s.step}); nothing new to save")
     return s
 
 
@@ -308,16 +311,16 @@ def finish(s: Session, summary: dict[str, Any]) -> dict[str, Any]:
     return summary
 
 
-def _stop_flag() -> dict:
-    """A flag set by SIGTERM or SIGINT (the launcher forwards one; a terminal's Ctrl-C sends the other)."""
-    flag = {"flag": False}
+STOP = {"flag": False}  # set by SIGTERM or SIGINT (the launcher forwards one; a terminal's Ctrl-C sends the other)
 
+
+def install_stop_handler() -> None:
+    """Turn SIGTERM/SIGINT into a stop request the training loop honours at the end of the current step."""
     def handler(signum, frame):
-        flag["flag"] = True
+        STOP["flag"] = True
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread (tests): no handler
             pass
-    return flag

@@ -126,3 +126,22 @@ def test_a_checkpoint_of_another_run_is_refused_naming_the_fields(tmp_path):
 def test_no_checkpoints(tmp_path):
     assert ckpt.latest_checkpoint(tmp_path) is None
     assert ckpt.choose_for_resume(tmp_path, ONE, print) is None
+
+
+def test_the_step_guard_stops_on_a_non_finite_loss_or_gradient_norm_and_names_the_step(tmp_path):
+    from types import SimpleNamespace
+
+    from finetune_api import load_job_text
+    from finetune_api.trainer_config import LaunchPlan, TrainerConfig
+    from finetune_trainer.session import NonFiniteLoss, Session, guard
+
+    job = load_job_text("apiVersion: finetune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: t}\nspec:\n"
+                        "  model: {path: m}\n  dataset: {paths: [d.jsonl], format: text}\n"
+                        f"  output: {{path: {tmp_path}}}\n")
+    s = Session(TrainerConfig(job=job, output_dir=str(tmp_path), plan=LaunchPlan(strategy="single")), ONE)
+    s.strat, s.step = SimpleNamespace(lr=lambda: 0.5), 6
+    guard(s, 1.25)(3.0)  # finite: passes
+    with pytest.raises(NonFiniteLoss, match=r"step 7: gradient norm inf \(learning rate 0.5"):
+        guard(s, 1.25)(float("inf"))
+    with pytest.raises(NonFiniteLoss, match="step 7: loss nan"):
+        guard(s, float("nan"))(1.0)
