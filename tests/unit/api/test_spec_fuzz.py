@@ -105,7 +105,8 @@ def _clean(step: str, fn) -> None:
         raise AssertionError(f"{step} raised {type(e).__name__}: {e}") from e
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=300, deadline=None, database=None,  # no .hypothesis/ folder in the clone
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(obj=specs())
 def test_a_spec_validate_accepts_never_crashes_render_plan_or_setup(folder, obj):
     try:
