@@ -189,9 +189,15 @@ def model_config(cfg: TrainerConfig) -> dict:
 
     if cfg.model_path:
         f = Path(cfg.model_path) / "config.json"
-        if not f.exists():
+        if not f.is_file():
             raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no config.json")
-        return json.loads(f.read_text(encoding="utf-8"))
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not a JSON object")
+        return doc
     from transformers import AutoConfig
 
     src, kw = _source(cfg)
@@ -221,13 +227,25 @@ def meta_model(cfg: TrainerConfig):
 
 
 def check_targets(model, cfg: TrainerConfig) -> None:
-    """Raise unless every LoRA target module names a linear layer of `model` (meta or real).
+    """Raise unless every LoRA target module names a linear layer of `model` (meta or real), and the rank is low.
 
     Raises:
-        TrainerInputError: names the field, the missing names and the ones that exist.
+        TrainerInputError: names the field, the missing names and the ones that exist; or a rank larger than a
+            targeted layer allows.
     """
+    import torch
+
+    from .capabilities import check_lora_rank
+
     spec = cfg.job.spec
-    if spec.method.type not in ("lora", "qlora") or spec.lora.target_modules == "all-linear":
+    if spec.method.type not in ("lora", "qlora"):
+        return
+    shapes: dict[str, tuple[int, int]] = {}
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"):
+            shapes.setdefault(n.rsplit(".", 1)[-1], (m.in_features, m.out_features))
+    check_lora_rank(cfg, shapes)
+    if spec.lora.target_modules == "all-linear":
         return
     present = linear_module_names(model)
     missing = [t for t in spec.lora.target_modules if t not in present]
