@@ -167,11 +167,7 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.use_cache = False
-    if cfg.device == "cuda" and bf16_compute_weights(cfg):
-        from . import liger
-
-        # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed (bench/results/ has the gains)
-        liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
+    apply_kernels(model, cfg)
     # QLoRA: the non-quantized parameters (embeddings, norms, LM head) stay in bf16 and frozen. peft's
     # prepare_model_for_kbit_training would upcast them to fp32 — 2 GiB more on Llama-3.1-8B, an fp32 LM head
     # GEMM, fp32 residual stream — for nothing the norms need (RMSNorm computes in fp32 inside either way).
@@ -202,6 +198,15 @@ def model_config(cfg: TrainerConfig) -> dict:
 
     src, kw = _source(cfg)
     return AutoConfig.from_pretrained(src, **kw).to_dict()
+
+
+def apply_kernels(model, cfg: TrainerConfig) -> None:
+    """Liger's fused norm/RoPE/SwiGLU/LM-head+loss kernels, where the forward runs on bf16 weights on a GPU and
+    liger-kernel is installed (bench/results/ has the gains)."""
+    if cfg.device == "cuda" and bf16_compute_weights(cfg):
+        from . import liger
+
+        liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
 
 
 def linear_module_names(model) -> list[str]:
@@ -292,8 +297,21 @@ def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, al
     from . import lora_forward
 
     model = get_peft_model(model, peft_cfg)
+    _seed_adapters(model, spec.training.seed)
     lora_forward.use_fast_lora_forward(model)  # adapters in the activations' dtype, add fused into the GEMM
     return model, None
+
+
+def _seed_adapters(model, seed: int) -> None:
+    """Adapters start from sharded_load.adapter_init: the same values whether the base loads whole or in shards."""
+    import torch
+
+    from .sharded_load import adapter_init
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("lora_A" in name or "lora_B" in name) and p.device.type != "meta":
+                p.copy_(adapter_init(name, tuple(p.shape), seed).to(p.dtype))
 
 
 def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
