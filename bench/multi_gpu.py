@@ -357,6 +357,16 @@ def main(argv: list[str] | None = None) -> int:
                                    checkpointing="auto", check_adapter=True, **common)
         RANDOM_WEIGHTS.clear()
         save()
+    if "w6q" in runs and not a.smoke:  # ... and QLoRA on one GPU (random NF4 base, quantised on the GPU)
+        w6q = replace(W6, method="qlora")
+        md = build_model(w6q, models, data, weights=False)
+        RANDOM_WEIGHTS["FINETUNE_RANDOM_WEIGHTS"] = "1"
+        res = doc["results"].setdefault("W6", {})
+        res["qlora_1gpu"] = one_run("w6_qlora", w6q, md, data, work, logf, gpus=1, strategy="auto",
+                                    fpt=flops_per_token(w6q, t_len), micro="auto", accumulation="auto",
+                                    checkpointing="auto", check_adapter=True, **common)
+        RANDOM_WEIGHTS.clear()
+        save()
     if "resume" in runs:
         md = build_model(w5, models, data)
         doc["results"]["resume"] = resume_run(w5, md, data, work, logf, gpus=a.gpus, steps=max(8, a.steps),

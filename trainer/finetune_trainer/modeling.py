@@ -157,6 +157,12 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
 
     src, kw = _source(cfg)
     quant = quantization_config(cfg)
+    from .sharded_load import random_weights
+
+    if quant is not None and random_weights():  # benchmarks: a 4-bit base too large for the disk (random_qlora.py)
+        from . import random_qlora
+
+        return random_qlora.build(cfg, local_rank)
     if quant is not None:
         kw["quantization_config"] = quant
         kw["device_map"] = {"": local_rank}
