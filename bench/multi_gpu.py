@@ -288,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="2-layer model, CPU processes: checks the harness only")
     ap.add_argument("--small", action="store_true", help="Llama-3.2-1B's architecture instead of 3.1-8B's")
     ap.add_argument("--strategies", default="fsdp,deepspeed-zero3", help="W4's strategies, in order")
+    ap.add_argument("--w6-checkpointing", default="auto", choices=["auto", "true", "false"],
+                    help="W6's spec.training.gradientCheckpointing (auto: the planner's)")
     a = ap.parse_args(argv)
     import torch
 
@@ -299,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     short += "-small" if a.small else ""
     short += "" if a.runs == "w5,w4,resume" else "-" + a.runs.replace(",", "-")
     short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
+    short += "" if a.w6_checkpointing == "auto" else f"-ckpt-{a.w6_checkpointing}"
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
     logf = out / f"multi-gpu-{short}-{date}.log"
@@ -317,6 +320,7 @@ def main(argv: list[str] | None = None) -> int:
                    "doc_len_token_weighted_words": round(t_len)}
     save = lambda: path.write_text(json.dumps(doc, indent=1))  # noqa: E731
     runs = a.runs.split(",")
+    w6_ck = {"auto": "auto", "true": True, "false": False}[a.w6_checkpointing]
     common = dict(steps=a.steps, warmup=a.warmup_steps, smoke_run=a.smoke)
     if "w5" in runs:
         md = build_model(w5, models, data)
@@ -354,7 +358,7 @@ def main(argv: list[str] | None = None) -> int:
         res["lora_fsdp"] = one_run("w6_lora", w6, md, data, work, logf, gpus=a.gpus,
                                    strategy="fsdp" if a.smoke else "auto",  # on CPUs auto would not shard
                                    fpt=flops_per_token(w6, t_len), micro="auto", accumulation="auto",
-                                   checkpointing="auto", check_adapter=True, **common)
+                                   checkpointing=w6_ck, check_adapter=True, **common)
         RANDOM_WEIGHTS.clear()
         save()
     if "w6q" in runs and not a.smoke:  # ... and QLoRA on one GPU (random NF4 base, quantised on the GPU)
@@ -364,7 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         res = doc["results"].setdefault("W6", {})
         res["qlora_1gpu"] = one_run("w6_qlora", w6q, md, data, work, logf, gpus=1, strategy="auto",
                                     fpt=flops_per_token(w6q, t_len), micro="auto", accumulation="auto",
-                                    checkpointing="auto", check_adapter=True, **common)
+                                    checkpointing=w6_ck, check_adapter=True, **common)
         RANDOM_WEIGHTS.clear()
         save()
     if "resume" in runs:
