@@ -290,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default="fsdp,deepspeed-zero3", help="W4's strategies, in order")
     ap.add_argument("--w6-checkpointing", default="auto", choices=["auto", "true", "false"],
                     help="W6's spec.training.gradientCheckpointing (auto: the planner's)")
+    ap.add_argument("--w6-micro", default="auto", help="W6's spec.training.microBatchSize (auto: the planner's)")
     a = ap.parse_args(argv)
     import torch
 
@@ -302,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     short += "" if a.runs == "w5,w4,resume" else "-" + a.runs.replace(",", "-")
     short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
     short += "" if a.w6_checkpointing == "auto" else f"-ckpt-{a.w6_checkpointing}"
+    short += "" if a.w6_micro == "auto" else f"-micro-{a.w6_micro}"
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
     logf = out / f"multi-gpu-{short}-{date}.log"
@@ -321,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     save = lambda: path.write_text(json.dumps(doc, indent=1))  # noqa: E731
     runs = a.runs.split(",")
     w6_ck = {"auto": "auto", "true": True, "false": False}[a.w6_checkpointing]
+    w6_micro = a.w6_micro if a.w6_micro == "auto" else int(a.w6_micro)
     common = dict(steps=a.steps, warmup=a.warmup_steps, smoke_run=a.smoke)
     if "w5" in runs:
         md = build_model(w5, models, data)
@@ -367,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         RANDOM_WEIGHTS["FINETUNE_RANDOM_WEIGHTS"] = "1"
         res = doc["results"].setdefault("W6", {})
         res["qlora_1gpu"] = one_run("w6_qlora", w6q, md, data, work, logf, gpus=1, strategy="auto",
-                                    fpt=flops_per_token(w6q, t_len), micro="auto", accumulation="auto",
+                                    fpt=flops_per_token(w6q, t_len), micro=w6_micro, accumulation="auto",
                                     checkpointing=w6_ck, check_adapter=True, **common)
         RANDOM_WEIGHTS.clear()
         save()
