@@ -74,7 +74,7 @@ def uses_padding_free(cfg: TrainerConfig) -> bool:
     default to one example anyway)."""
     ds = cfg.job.spec.dataset
     return (cfg.device == "cuda" and ds.padding_free and not ds.packing
-            and cfg.job.spec.objective.type not in ("dpo", "orpo"))
+            and not cfg.job.spec.objective.is_preference)
 
 
 def resolve_attn(cfg: TrainerConfig) -> str:
@@ -103,7 +103,7 @@ def weights_dtype(cfg: TrainerConfig):
     dtype = resolve_dtype(cfg)
     if cfg.strategy.startswith("deepspeed"):  # DeepSpeed's bf16 mode keeps the fp32 master copy itself
         return dtype
-    if cfg.device == "cuda" and cfg.job.spec.method.type in ("full", "spectrum") and dtype == torch.bfloat16:
+    if cfg.device == "cuda" and cfg.job.spec.method.trains_base_weights and dtype == torch.bfloat16:
         return torch.float32
     return dtype
 
@@ -249,7 +249,7 @@ def check_targets(model, cfg: TrainerConfig) -> None:
     from .capabilities import check_lora_rank
 
     spec = cfg.job.spec
-    if spec.method.type not in ("lora", "qlora"):
+    if not spec.method.is_adapter:
         return
     shapes: dict[str, tuple[int, int]] = {}
     for n, m in model.named_modules():
