@@ -223,8 +223,12 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def meta_model(cfg: TrainerConfig):
-    """The architecture of spec.model on the meta device: module names and shapes, no weights loaded."""
+def meta_model(cfg: TrainerConfig, **kw_model):
+    """The architecture of spec.model on the meta device: module names and shapes, no weights loaded.
+
+    Args:
+        kw_model: for `from_config` (e.g. the training `dtype` and `attn_implementation`).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -234,7 +238,7 @@ def meta_model(cfg: TrainerConfig):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model config: {str(e).splitlines()[0]}") from None
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=kw["trust_remote_code"])
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=kw["trust_remote_code"], **kw_model)
 
 
 def check_targets(model, cfg: TrainerConfig) -> None:

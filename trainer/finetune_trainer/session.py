@@ -294,6 +294,18 @@ def save_checkpoint(s: Session) -> None:
     s.metrics.set(last_checkpoint_step=s.step)
 
 
+def summary_of(s: Session, last: dict, initial: Optional[dict]) -> dict[str, Any]:
+    """What every recipe reports: steps, final loss, trainable parameters, the data report, the eval before
+    training (this session's, or the first session's from the history of a resumed run)."""
+    summary: dict[str, Any] = {"steps": s.step, "final_loss": last.get("loss"), "trainable_parameters": s.n_trainable,
+                               "data": s.data.report.as_dict()}
+    if initial is None and s.d.main:
+        initial = history.eval_at_step0(s.out)
+    if initial is not None:
+        summary |= {f"initial_{k}": v for k, v in initial.items()}
+    return summary
+
+
 def finish(s: Session, summary: dict[str, Any]) -> dict[str, Any]:
     """After the last step: peak memory, the optional final checkpoint, the outputs (manifest last)."""
     import torch

@@ -99,19 +99,9 @@ def applies(cfg: TrainerConfig) -> bool:
 
 def build_meta(cfg: TrainerConfig):
     """spec.model's architecture on the meta device, in the training dtype and attention kernel (no weights)."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from .modeling import apply_kernels, meta_model, resolve_attn, weights_dtype
 
-    from .modeling import _source, _where, apply_kernels, resolve_attn, weights_dtype
-
-    src, kw = _source(cfg)
-    try:
-        config = AutoConfig.from_pretrained(src, **kw)
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"{_where(cfg)}: cannot load the model config: {str(e).splitlines()[0]}") from None
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, dtype=weights_dtype(cfg), attn_implementation=resolve_attn(cfg),
-                                                 trust_remote_code=kw["trust_remote_code"])
+    model = meta_model(cfg, dtype=weights_dtype(cfg), attn_implementation=resolve_attn(cfg))
     model.config.use_cache = False
     apply_kernels(model, cfg)
     return model
