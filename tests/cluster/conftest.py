@@ -5,6 +5,9 @@ Binaries come from $FINETUNE_K8S_BIN if set, else from scripts/install-cluster-t
 a cold build takes many minutes, so CI should run that script as its own step first).
 Every test under tests/cluster gets the `cluster` marker.
 Set FINETUNE_KEEP_CLUSTER=1 to keep the temp dir (certs, kubeconfig, logs/) after the session.
+
+`real_node` adds a real node (kubelet + containerd + runc, node.py) that runs pods from the project's images,
+built by scripts/build-images.sh; `trainer_on_node` also builds the trainer image and loads it there.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ if str(HERE) not in sys.path:  # works whatever --import-mode is
     sys.path.insert(0, str(HERE))
 
 from controlplane import GPU_NODE, ControlPlane  # noqa: E402
+from node import RealNode  # noqa: E402
+from support import images  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -70,3 +75,27 @@ def namespace(control_plane: ControlPlane):
     name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: ControlPlane):
+    """A kubelet node (`real_node.name`) running pods for real; the operator image is loaded (python, no torch).
+
+    Pods get there with `node.pod_placement(real_node.name)` (its taint keeps every other pod off it).
+    """
+    built = images.build("operator")
+    node = RealNode(control_plane, cluster_bin_dir(), control_plane.workdir / "real-node",
+                    base_image=images.base_image(), store_flags=images.store_flags())
+    node.start([built["operator"].ref])
+    try:
+        yield node
+    finally:
+        node.stop(remove=os.environ.get("FINETUNE_KEEP_CLUSTER") != "1")
+
+
+@pytest.fixture(scope="session")
+def trainer_on_node(real_node: RealNode) -> str:
+    """The trainer image, built (cached) and loaded into the real node; its reference."""
+    ref = images.build("trainer")["trainer"].ref
+    real_node.load_images([ref])
+    return ref

@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import os
 import subprocess
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +26,7 @@ from support import container
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "scripts" / "build-images.sh"
 INSTALL = REPO / "scripts" / "install-image-tools.sh"
+HOSTNAME = "image-test"  # the containers' hostname (resolves to loopback: they share the host's network)
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,12 @@ def _script(*args: str, timeout: float) -> str:
 def store_flags() -> tuple[str, ...]:
     """buildah's flags for the project's image store (its own root under the cache, overlay driver)."""
     return tuple(_script("--store-flags", timeout=30).split())
+
+
+@functools.cache
+def base_image() -> str:
+    """The local base image the test builds use instead of the production bases (made by build())."""
+    return _script("--base-image", timeout=30).strip()
 
 
 def buildah(*args: str, timeout: float = 120) -> str:
@@ -113,13 +122,21 @@ def user_ids(cfg: dict) -> tuple[int, int]:
 def run_as_image_user(ref: str, args: list[str], *, log: Path, mounts: list[container.Mount] = (),
                       env: Optional[dict[str, str]] = None, timeout: float = 300) -> tuple[int, str]:
     """Run `args` in a container of the image the way a hardened pod runs it: as the image's USER, with its ENV
-    (plus `env`) and WORKDIR, a read-only root filesystem, no capabilities, and `mounts` as the only writable
-    places. Returns (exit code, output)."""
+    (plus `env`) and WORKDIR, a read-only root filesystem, no capabilities; writable only in `mounts` and in an
+    empty /tmp (the pods' /tmp emptyDir) unless `mounts` gives /tmp. /etc/hosts is provided as a container
+    runtime provides it (`localhost` resolves). Returns (exit code, output)."""
     cfg = config(ref)
     uid, gid = user_ids(cfg)
     image_env = dict(e.split("=", 1) for e in cfg.get("Env") or [])
     proc = container.Process(args, env=image_env | (env or {}), cwd=cfg.get("WorkingDir") or "/", uid=uid, gid=gid)
     log.unlink(missing_ok=True)
-    with rootfs(ref) as root:
-        code = container.run(root, proc, timeout=timeout, log=log, mounts=list(mounts), readonly_root=True)
+    with rootfs(ref) as root, tempfile.TemporaryDirectory(prefix="pod-tmp-") as tmp:
+        os.chmod(tmp, 0o1777)
+        hosts = Path(tmp) / ".hosts"
+        hosts.write_text(f"127.0.0.1\tlocalhost {HOSTNAME}\n::1\tlocalhost ip6-localhost ip6-loopback\n")
+        mounts = [*mounts, container.Mount(str(hosts), "/etc/hosts", readonly=True)]
+        if not any(m.destination == "/tmp" for m in mounts):
+            mounts.append(container.Mount(tmp, "/tmp"))
+        code = container.run(root, proc, timeout=timeout, log=log, mounts=list(mounts), readonly_root=True,
+                             hostname=HOSTNAME)
     return code, log.read_text(errors="replace")
