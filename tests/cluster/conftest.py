@@ -13,6 +13,7 @@ built by scripts/build-images.sh; `trainer_on_node` also builds the trainer imag
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -40,6 +41,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A CI timeout or `kill` sends SIGTERM, which would end pytest without tearing fixtures down; as an interrupt
+    # it does, so the real node gives back its bridge, cgroups and kernel tunables (node.py; and if even this is
+    # missed, e.g. SIGKILL, the next session's node sweeps them).
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def cluster_bin_dir() -> Path:

@@ -42,6 +42,9 @@ PAUSE = "import signal,sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward")
 CNI_BIN = Path("/usr/lib/cni")
+# One record per running node: what it holds on this machine, so a session killed before stop() (CI timeout,
+# SIGKILL) is cleaned up by the next one (sweep_stale), and the kernel tunables found first are restored last.
+RECORDS = Path("/run/finetune-nodes")
 
 
 def pod_placement(node: str) -> dict:
@@ -68,14 +71,86 @@ def free_subnet() -> ipaddress.IPv4Network:
 
 
 def cgroup_hierarchies() -> list[Path]:
-    """Mount points of this machine's cgroup hierarchies (v1: one per controller; v2: the unified one)."""
+    """Mount points of this machine's cgroup hierarchies (v1: one per controller, plus the hybrid unified one)."""
     out = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         fields = line.split()
         fstype = fields[fields.index("-") + 1]
-        if fstype in ("cgroup", "cgroup2") and not fields[4].endswith("/unified"):
+        if fstype in ("cgroup", "cgroup2"):
             out.append(Path(fields[4]))
     return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+def _records() -> list[dict]:
+    out = []
+    for f in sorted(RECORDS.glob("*.json")):
+        try:
+            out.append(json.loads(f.read_text()) | {"file": str(f)})
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def release(workdir: Path, bridge: str, cgroup_root: str) -> None:
+    """Free what a node holds: its containers (runc), its containerd shims, the mounts under its dir, its
+    cgroups and its bridge. Safe to call twice and on a node whose processes are gone."""
+    runc_root = workdir / "containerd" / "runc" / "k8s.io"
+    ids = [p.name for p in runc_root.iterdir() if p.is_dir()] if runc_root.is_dir() else []
+    for cid in ids:
+        subprocess.run(["runc", "--root", str(runc_root), "kill", "--all", cid, "KILL"], capture_output=True)
+    for cid in ids:
+        subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
+    sock = str(workdir / "containerd.sock").encode()
+    for p in Path("/proc").iterdir():
+        try:
+            cmd = (p / "cmdline").read_bytes().split(b"\0") if p.name.isdigit() else []
+        except OSError:
+            continue
+        if cmd and cmd[0].endswith(b"containerd-shim-runc-v2") and sock in cmd:
+            os.kill(int(p.name), signal.SIGKILL)
+    prefix = str(workdir) + "/"
+    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
+    for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
+        subprocess.run(["umount", "-l", m], capture_output=True)
+    for h in cgroup_hierarchies():
+        root = h / cgroup_root
+        if root.is_dir():
+            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                d.rmdir()
+            root.rmdir()
+    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+
+
+def _restore_sysctls(values: dict[str, str]) -> None:
+    for key, value in values.items():
+        try:
+            Path("/proc/sys", key).write_text(value)
+        except OSError:
+            pass
+
+
+def sweep_stale() -> None:
+    """Release the nodes of sessions that died without stop(); restore the kernel tunables if none is left."""
+    live = []
+    for rec in _records():
+        if _alive(rec["pid"]):
+            live.append(rec)
+            continue
+        release(Path(rec["dir"]), rec["bridge"], rec["cgroup_root"])
+        shutil.rmtree(rec["dir"], ignore_errors=True)
+        Path(rec["file"]).unlink(missing_ok=True)
+        if not [r for r in _records() if _alive(r["pid"])]:
+            _restore_sysctls(rec["sysctls"])
 
 
 class RealNode:
@@ -92,6 +167,7 @@ class RealNode:
         self.logs = self.dir / "logs"
         self.procs: dict[str, subprocess.Popen] = {}
         self.saved_sysctls: dict[str, str] = {}
+        self.record: Path | None = None
         self.subnet: ipaddress.IPv4Network | None = None
         self.port = free_port()
 
@@ -109,7 +185,14 @@ class RealNode:
         if not (self.bin_dir / "kubelet").exists():
             raise ControlPlaneError(f"{self.bin_dir / 'kubelet'} missing: run scripts/install-cluster-tools.sh")
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.saved_sysctls = {k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
+        sweep_stale()
+        others = _records()  # a node of another live session changed the tunables already: keep its originals
+        self.saved_sysctls = others[0]["sysctls"] if others else {
+            k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
+        RECORDS.mkdir(parents=True, exist_ok=True)
+        self.record = RECORDS / f"{self.id}.json"
+        self.record.write_text(json.dumps({"pid": os.getpid(), "dir": str(self.dir), "bridge": self.bridge,
+                                           "cgroup_root": self.cgroup_root, "sysctls": self.saved_sysctls}))
         try:
             self._network()
             self._cgroups()
@@ -124,23 +207,12 @@ class RealNode:
     def stop(self, remove: bool = True) -> None:
         """Stop the kubelet, every container and containerd; undo mounts, cgroups, bridge and kernel tunables."""
         self._terminate("kubelet")
-        self._kill_containers()
         self._terminate("containerd")
-        for shim in self._shims():
-            os.kill(shim, signal.SIGKILL)
-        self._unmount_all()
-        for h in cgroup_hierarchies():
-            root = h / self.cgroup_root
-            if root.is_dir():
-                for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                    d.rmdir()
-                root.rmdir()
-        subprocess.run(["ip", "link", "del", self.bridge], capture_output=True)
-        for key, value in self.saved_sysctls.items():
-            try:
-                Path("/proc/sys", key).write_text(value)
-            except OSError:
-                pass
+        release(self.dir, self.bridge, self.cgroup_root)
+        if self.record is not None:
+            self.record.unlink(missing_ok=True)
+            if not [r for r in _records() if _alive(r["pid"])]:
+                _restore_sysctls(self.saved_sysctls)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
@@ -296,33 +368,3 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             return conds.get("Ready") == "True"
 
         self._wait("kubelet", ready, f"node {self.name} Ready")
-
-    def _kill_containers(self) -> None:
-        runc_root = self.dir / "containerd" / "runc" / "k8s.io"
-        if not runc_root.is_dir():
-            return
-        ids = [p.name for p in runc_root.iterdir() if p.is_dir()]
-        for cid in ids:
-            subprocess.run(["runc", "--root", str(runc_root), "kill", "--all", cid, "KILL"], capture_output=True)
-        for cid in ids:
-            subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
-
-    def _shims(self) -> list[int]:
-        """PIDs of the containerd shims of this node (found by their socket address), left after containerd."""
-        pids = []
-        for p in Path("/proc").iterdir():
-            if p.name.isdigit():
-                try:
-                    cmd = (p / "cmdline").read_bytes().split(b"\0")
-                except OSError:
-                    continue
-                if cmd and cmd[0].endswith(b"containerd-shim-runc-v2") and str(self.sock).encode() in cmd:
-                    pids.append(int(p.name))
-        return pids
-
-    def _unmount_all(self) -> None:
-        """Unmount what containerd and the kubelet mounted under the node's dir (snapshots, netns, volumes)."""
-        prefix = str(self.dir) + "/"
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-            subprocess.run(["umount", "-l", m], capture_output=True)
