@@ -96,8 +96,9 @@ def real_node(control_plane: ControlPlane):
     Pods get there with `node.pod_placement(real_node.name)` (its taint keeps every other pod off it).
     """
     built = images.build("operator")
+    cache = Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune-operator")
     node = RealNode(control_plane, cluster_bin_dir(), control_plane.workdir / "real-node",
-                    base_image=images.base_image(), store_flags=images.store_flags())
+                    base_image=images.base_image(), store_flags=images.store_flags(), cache_dir=cache / "node")
     node.start([built["operator"].ref])
     try:
         yield node

@@ -22,6 +22,7 @@ cluster tests' pods never land on it. State, logs and sockets live in one temp d
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import json
 import os
@@ -42,6 +43,7 @@ PAUSE = "import signal,sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward")
 CNI_BIN = Path("/usr/lib/cni")
+BUILD_LABEL = "finetune.io/build-id"  # on each image loaded into containerd: the build (buildah image id) it is
 # One record per running node: what it holds on this machine, so a session killed before stop() (CI timeout,
 # SIGKILL) is cleaned up by the next one (sweep_stale), and the kernel tunables found first are restored last.
 RECORDS = Path("/run/finetune-nodes")
@@ -157,8 +159,13 @@ class RealNode:
     """One kubelet node, registered as `name` with the control plane `cp`; start() / stop()."""
 
     def __init__(self, cp: ControlPlane, bin_dir: Path, workdir: Path, base_image: str, store_flags: tuple[str, ...],
-                 name: str = "real-node-0", startup_timeout: float = 120):
+                 name: str = "real-node-0", cache_dir: Path | None = None, startup_timeout: float = 120):
+        """`cache_dir`: where containerd's image store is kept between sessions (one session at a time uses it;
+        another gets a store of its own for the session), so a multi-GB image is copied in once per build."""
         self.cp, self.bin_dir, self.dir, self.name = cp, Path(bin_dir), Path(workdir), name
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.containerd_root = self.dir / "containerd" / "root"
+        self._lock: int | None = None
         self.base_image, self.store_flags, self.startup_timeout = base_image, tuple(store_flags), startup_timeout
         self.id = uuid.uuid4().hex[:6]
         self.bridge = f"ftn{self.id}"  # interface names: 15 characters at most
@@ -194,6 +201,7 @@ class RealNode:
         self.record.write_text(json.dumps({"pid": os.getpid(), "dir": str(self.dir), "bridge": self.bridge,
                                            "cgroup_root": self.cgroup_root, "sysctls": self.saved_sysctls}))
         try:
+            self._claim_cached_root()
             self._network()
             self._cgroups()
             self._start_containerd()
@@ -207,8 +215,12 @@ class RealNode:
     def stop(self, remove: bool = True) -> None:
         """Stop the kubelet, every container and containerd; undo mounts, cgroups, bridge and kernel tunables."""
         self._terminate("kubelet")
+        self._remove_containers()
         self._terminate("containerd")
         release(self.dir, self.bridge, self.cgroup_root)
+        if self._lock is not None:
+            os.close(self._lock)  # gives the cached image store to the next session
+            self._lock = None
         if self.record is not None:
             self.record.unlink(missing_ok=True)
             if not [r for r in _records() if _alive(r["pid"])]:
@@ -218,9 +230,15 @@ class RealNode:
 
     # ---------------------------------------------------------------- images
     def load_images(self, refs: list[str]) -> None:
-        """Copy images from the build store into containerd's (`buildah push` streamed into `ctr images import`)."""
+        """Copy images from the build store into containerd's (`buildah push` streamed into `ctr images import`),
+        unless containerd already holds that build of the image (a label records the build's image id)."""
         for ref in refs:
             t = time.monotonic()
+            build_id = subprocess.run(["buildah", *self.store_flags, "inspect", "--type", "image", "--format",
+                                       "{{.FromImageID}}", ref], capture_output=True, text=True, check=True).stdout.strip()
+            if self._loaded_build(ref) == build_id:
+                (self.logs / "images.log").open("a").write(f"{ref} already loaded ({build_id[:12]})\n")
+                continue
             push = subprocess.Popen(["buildah", *self.store_flags, "push", "-q", ref, f"docker-archive:/dev/stdout:{ref}"],
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             res = subprocess.run(self._ctr("images", "import", "-"), stdin=push.stdout, capture_output=True, text=True)
@@ -228,7 +246,16 @@ class RealNode:
             push_err = push.communicate()[1].decode(errors="replace")
             if push.returncode or res.returncode:
                 raise ControlPlaneError(f"loading {ref} into containerd failed: {push_err} {res.stderr}")
+            subprocess.run(self._ctr("images", "label", ref, f"{BUILD_LABEL}={build_id}"), capture_output=True, check=True)
             (self.logs / "images.log").open("a").write(f"{ref} {time.monotonic() - t:.1f}s\n")
+
+    def _loaded_build(self, ref: str) -> str | None:
+        """The build id label of `ref` in containerd's store, if it holds the image."""
+        out = subprocess.run(self._ctr("images", "ls", f"name=={ref}"), capture_output=True, text=True).stdout
+        for line in out.splitlines()[1:]:
+            labels = dict(kv.split("=", 1) for kv in line.split()[-1].split(",") if "=" in kv)
+            return labels.get(BUILD_LABEL)
+        return None
 
     def _pause_image(self) -> str:
         """The sandbox image: the local base image whose entrypoint sleeps until SIGTERM (made once, cached)."""
@@ -276,6 +303,31 @@ class RealNode:
             raise ControlPlaneError(f"{exc}\n--- last lines of {self.logs / (name + '.log')} ---\n"
                                     f"{_tail(self.logs / (name + '.log'))}") from None
 
+    def _claim_cached_root(self) -> None:
+        """Use the cached image store if no other session holds it (an exclusive lock, released at exit)."""
+        if self.cache_dir is None:
+            return
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.cache_dir / "containerd-root.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return
+        self._lock = fd
+        self.containerd_root = self.cache_dir / "containerd-root"
+
+    def _remove_containers(self) -> None:
+        """Delete every container (and its task and snapshot) while containerd runs, so a cached store keeps
+        images only."""
+        if self.procs.get("containerd") is None or self.procs["containerd"].poll() is not None:
+            return
+        ids = subprocess.run(self._ctr("containers", "ls", "-q"), capture_output=True, text=True).stdout.split()
+        for cid in ids:
+            subprocess.run(self._ctr("tasks", "kill", "--all", "--signal", "SIGKILL", cid), capture_output=True)
+            subprocess.run(self._ctr("tasks", "delete", "--force", cid), capture_output=True, timeout=60)
+            subprocess.run(self._ctr("containers", "delete", cid), capture_output=True, timeout=60)
+
     def _network(self) -> None:
         """The pod bridge with the node's IP (the gateway), and the CNI config that puts pods on it."""
         self.subnet = free_subnet()
@@ -305,7 +357,7 @@ class RealNode:
         d = self.dir / "containerd"
         cri = 'plugins."io.containerd.grpc.v1.cri"'
         (self.dir / "containerd.toml").write_text(f"""version = 2
-root = "{d / 'root'}"
+root = "{self.containerd_root}"
 state = "{d / 'state'}"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
                     "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper"]
