@@ -23,6 +23,7 @@ cluster tests' pods never land on it. State, logs and sockets live in one temp d
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import ipaddress
 import json
 import os
@@ -37,9 +38,10 @@ from controlplane import ControlPlane, ControlPlaneError, _die_with_parent, _tai
 
 TAINT = {"key": "finetune.io/real-node", "value": "true", "effect": "NoSchedule"}
 TOLERATION = {"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
-PAUSE_IMAGE = "localhost/finetune/pause:test"
-# The sandbox process: holds the pod's namespaces until the runtime stops it.
-PAUSE = "import signal,sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); [signal.pause() for _ in iter(int, 1)]"
+# The sandbox process: holds the pod's namespaces until the runtime stops it. Its image is the local base with
+# this as entrypoint, tagged by a hash of both.
+PAUSE = ("import signal, sys; signal.signal(signal.SIGTERM, lambda *_: sys.exit(0)); "
+         "[signal.pause() for _ in iter(int, 1)]")
 SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/panic_on_oops",
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward")
 CNI_BIN = Path("/usr/lib/cni")
@@ -167,6 +169,8 @@ class RealNode:
         self.containerd_root = self.dir / "containerd" / "root"
         self._lock: int | None = None
         self.base_image, self.store_flags, self.startup_timeout = base_image, tuple(store_flags), startup_timeout
+        key = hashlib.sha256(f"{PAUSE} {base_image}".encode()).hexdigest()[:12]
+        self.pause_image = f"localhost/finetune/pause:{key}"
         self.id = uuid.uuid4().hex[:6]
         self.bridge = f"ftn{self.id}"  # interface names: 15 characters at most
         self.cgroup_root = f"finetune-node-{self.id}"
@@ -234,19 +238,22 @@ class RealNode:
         unless containerd already holds that build of the image (a label records the build's image id)."""
         for ref in refs:
             t = time.monotonic()
-            build_id = subprocess.run(["buildah", *self.store_flags, "inspect", "--type", "image", "--format",
-                                       "{{.FromImageID}}", ref], capture_output=True, text=True, check=True).stdout.strip()
+            build_id = subprocess.run(
+                ["buildah", *self.store_flags, "inspect", "--type", "image", "--format", "{{.FromImageID}}", ref],
+                capture_output=True, text=True, check=True).stdout.strip()
             if self._loaded_build(ref) == build_id:
                 (self.logs / "images.log").open("a").write(f"{ref} already loaded ({build_id[:12]})\n")
                 continue
-            push = subprocess.Popen(["buildah", *self.store_flags, "push", "-q", ref, f"docker-archive:/dev/stdout:{ref}"],
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            push = subprocess.Popen(
+                ["buildah", *self.store_flags, "push", "-q", ref, f"docker-archive:/dev/stdout:{ref}"],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             res = subprocess.run(self._ctr("images", "import", "-"), stdin=push.stdout, capture_output=True, text=True)
             push.stdout.close()
             push_err = push.communicate()[1].decode(errors="replace")
             if push.returncode or res.returncode:
                 raise ControlPlaneError(f"loading {ref} into containerd failed: {push_err} {res.stderr}")
-            subprocess.run(self._ctr("images", "label", ref, f"{BUILD_LABEL}={build_id}"), capture_output=True, check=True)
+            subprocess.run(self._ctr("images", "label", ref, f"{BUILD_LABEL}={build_id}"), capture_output=True,
+                           check=True)
             (self.logs / "images.log").open("a").write(f"{ref} {time.monotonic() - t:.1f}s\n")
 
     def _loaded_build(self, ref: str) -> str | None:
@@ -259,16 +266,17 @@ class RealNode:
 
     def _pause_image(self) -> str:
         """The sandbox image: the local base image whose entrypoint sleeps until SIGTERM (made once, cached)."""
-        have = subprocess.run(["buildah", *self.store_flags, "inspect", "--type", "image", PAUSE_IMAGE],
+        have = subprocess.run(["buildah", *self.store_flags, "inspect", "--type", "image", self.pause_image],
                               capture_output=True)
         if have.returncode != 0:
             c = subprocess.run(["buildah", *self.store_flags, "from", "--pull-never", self.base_image],
                                capture_output=True, text=True, check=True).stdout.strip()
-            subprocess.run(["buildah", *self.store_flags, "config", "--entrypoint", json.dumps(["python3", "-c", PAUSE]),
-                            "--cmd", "", "--user", "65535:65535", c], check=True, capture_output=True)
-            subprocess.run(["buildah", *self.store_flags, "commit", "-q", "--rm", c, PAUSE_IMAGE],
+            entry = json.dumps(["python3", "-c", PAUSE])
+            subprocess.run(["buildah", *self.store_flags, "config", "--entrypoint", entry, "--cmd", "",
+                            "--user", "65535:65535", c], check=True, capture_output=True)
+            subprocess.run(["buildah", *self.store_flags, "commit", "-q", "--rm", c, self.pause_image],
                            check=True, capture_output=True)
-        return PAUSE_IMAGE
+        return self.pause_image
 
     # ---------------------------------------------------------------- internals
     def _ctr(self, *args: str) -> list[str]:
@@ -368,7 +376,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 [plugins."io.containerd.internal.v1.opt"]
   path = "{d / 'opt'}"
 [{cri}]
-  sandbox_image = "{PAUSE_IMAGE}"
+  sandbox_image = "{self.pause_image}"
   stream_server_address = "127.0.0.1"
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true

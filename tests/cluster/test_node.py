@@ -93,7 +93,8 @@ def test_without_a_termination_message_the_log_tail_is_reported(control_plane, r
                    terminationMessagePolicy="FallbackToLogsOnError")
     manifest["metadata"]["namespace"] = namespace
     control_plane.apply(manifest)
-    term = wait_terminated(control_plane, "fallback", namespace)["status"]["containerStatuses"][0]["state"]["terminated"]
+    p = wait_terminated(control_plane, "fallback", namespace)
+    term = p["status"]["containerStatuses"][0]["state"]["terminated"]
     assert term["exitCode"] == 2
     assert term["message"].strip().endswith("error: bad row at train.jsonl:7")
 

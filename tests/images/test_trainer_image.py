@@ -75,8 +75,17 @@ def test_quickstart_trains_as_the_image_user_on_a_read_only_root(trainer_image, 
     run = out / "run"
     manifest = json.loads((run / "manifest.json").read_text())
     adapter = run / "adapter_model.safetensors"
-    assert manifest["files"]["adapter_model.safetensors"]["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
+    digest = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert manifest["files"]["adapter_model.safetensors"]["sha256"] == digest
     metrics = manifest["metrics"]
     assert metrics["final_eval_loss"] <= 0.5 * metrics["initial_eval_loss"], metrics
     owners = {p.stat().st_uid for p in run.rglob("*")}
     assert owners == {TRAINER_UID}, owners
+
+
+def test_image_holds_torch_and_stays_within_its_size(trainer_image):
+    with images.rootfs(trainer_image.ref) as root:
+        assert list(root.glob("opt/venv/lib/python3*/site-packages/torch/__init__.py"))
+        size = images.size_bytes(root)
+    print(f"\ntrainer image: {size / 1e9:.1f} GB unpacked")
+    assert size < 9e9, f"{size / 1e9:.1f} GB"  # docs/images.md records the size; growth should be a decision

@@ -76,7 +76,8 @@ def oci_spec(rootfs: Path, proc: Process, *, mounts: list[Mount] = (), readonly_
         namespaces.append({"type": "network", "path": netns})
     base_mounts = [
         {"destination": "/proc", "type": "proc", "source": "proc"},
-        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+        {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+         "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
         {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
          "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]},
         {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
@@ -85,7 +86,8 @@ def oci_spec(rootfs: Path, proc: Process, *, mounts: list[Mount] = (), readonly_
         {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
     ]
     if not netns:  # a new sysfs needs a network namespace of its own; share the host's read-only instead
-        base_mounts[-1] = {"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
+        base_mounts[-1] = {"destination": "/sys", "type": "bind", "source": "/sys",
+                           "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}
     binds = [{"destination": m.destination, "type": "bind", "source": m.source,
               "options": ["rbind", "ro" if m.readonly else "rw"]} for m in mounts]
     resources: dict = {"devices": [{"allow": False, "access": "rwm"}]}
@@ -152,7 +154,8 @@ class Container:
                        capture_output=True, timeout=30)
 
     def _cleanup(self) -> None:
-        subprocess.run(["runc", "--root", str(RUNC_ROOT), "delete", "--force", self.id], capture_output=True, timeout=30)
+        subprocess.run(["runc", "--root", str(RUNC_ROOT), "delete", "--force", self.id], capture_output=True,
+                       timeout=30)
         shutil.rmtree(self.bundle, ignore_errors=True)
 
 
