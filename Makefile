@@ -12,11 +12,13 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart preference test test-fast test-images images crd clean-quickstart
+.PHONY: venv quickstart preference test test-fast test-images images crd errors-doc clean-quickstart
 
+# .venv is this clone's own small venv layered on the cached one (scripts/clone_venv.py): its `finetune` runs this
+# clone's code, whichever clone used the cache last. Nothing is installed into the shared venv.
 venv: $(VENV)/.complete
-	@ln -sfn $(VENV) .venv
-	@out=$$(.venv/bin/pip install -q --no-deps --no-build-isolation -e . 2>&1) || { echo "$$out"; exit 1; }
+	@$(VENV)/bin/python -m pip uninstall -y -q finetune-operator >/dev/null 2>&1 || true
+	@$(VENV)/bin/python scripts/clone_venv.py $(VENV)
 
 # No prerequisite: the lock file's hash is in the venv's path, so a changed lock means a new venv; a fresh
 # clone's newer file times must not rebuild a venv that is already complete.
@@ -68,3 +70,7 @@ test-images: venv images
 crd: venv
 	.venv/bin/python -m finetune_api.crd
 	.venv/bin/python -m finetune_api.docs
+
+# docs/errors.md: what `finetune validate` says for each malformed spec of the corpus (tests/support/spec_corpus*.py)
+errors-doc: venv
+	PYTHONPATH=tests .venv/bin/python -m support.errors_doc

@@ -1,14 +1,16 @@
-"""Issue 8's runs on a machine with several GPUs, each through `finetune run` — torchrun starting the same
-entrypoint the operator's pods run (`torchrun --nproc-per-node N -m finetune_trainer.entrypoint`):
+"""The multi-GPU runs (issues 8, 16), each through `finetune run` — the trainer's launcher starting the same
+workers the operator's pods run (`finetune-train`):
 
-- W4: Llama-3.1-8B full fine-tune on N GPUs, FSDP2 and DeepSpeed ZeRO-3 side by side (tokens/s/GPU, MFU, peak
-  memory per GPU, the two strategies' losses);
+- W4: Llama-3.1-8B full fine-tune on N GPUs, FSDP2 and DeepSpeed ZeRO-3 side by side, to the end (tokens/s/GPU,
+  MFU, peak memory per GPU, the two strategies' losses, the output loaded back with `from_pretrained`, the
+  wall-clock from the last step to manifest.json);
 - W5: W1's LoRA on 1 GPU and on N GPUs (DDP) in the same lease: scaling = tok/s(N) / (N x tok/s(1));
 - the memory planner's prediction (`finetune plan`) beside every measured peak;
 - resume: an N-GPU run stopped by SIGTERM (as a pod deletion sends it) after step k, run again, against the
   same run uninterrupted.
 
-    python bench/multi_gpu.py --gpus 2 [--runs w4,w5,resume] [--out $OUT]
+    python bench/multi_gpu.py --gpus 2 [--runs w4,w5,resume] [--strategies fsdp,deepspeed-zero3] [--out $OUT]
+    python bench/multi_gpu.py --gpus 2 --small # the same runs on Llama-3.2-1B's architecture (a quick GPU check)
     python bench/multi_gpu.py --smoke          # the harness on 2 CPU processes with a 2-layer model (~2 min)
 
 The model is the real architecture's config with random bf16 weights (bench/workloads.py); the data is text
@@ -38,7 +40,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import PEAK, doc_len, flops_per_token  # noqa: E402
-from workloads import LLAMA_31_8B, WORKLOADS, Workload, build_model_dir, smoke, synthetic_examples  # noqa: E402
+from workloads import (LLAMA_31_8B, LLAMA_32_1B, WORKLOADS, Workload, build_model_dir, smoke,  # noqa: E402
+                       synthetic_examples)
 
 W4 = Workload("W4", "Llama-3.1-8B", LLAMA_31_8B, "full")
 W5 = replace(WORKLOADS["W1"], id="W5")
@@ -113,7 +116,7 @@ def run_env(gpus: int, smoke_run: bool) -> dict:
 
 def finetune(args: list[str], gpus: int, smoke_run: bool, logf: Path, timeout: float = 1800):
     t = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "finetune_trainer.cli", *args], capture_output=True, text=True,
+    p = subprocess.run([sys.executable, "-m", "finetune_cli.main", *args], capture_output=True, text=True,
                        timeout=timeout, env=run_env(gpus, smoke_run))
     with logf.open("a") as f:
         f.write(f"\n===== finetune {' '.join(args)} (gpus {gpus}; rc {p.returncode}, {time.perf_counter() - t:.0f}s)\n"
@@ -126,9 +129,25 @@ def history(out: Path) -> list[dict]:
     return [json.loads(x) for x in f.read_text().splitlines() if x] if f.exists() else []
 
 
+def reload_output(out: Path, smoke_run: bool) -> dict:
+    """Load the written full weights with `from_pretrained` (as a user would) and check them."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    t = time.perf_counter()
+    m = AutoModelForCausalLM.from_pretrained(out, device_map="cpu" if smoke_run else "cuda:0")
+    finite = all(bool(torch.isfinite(p).all()) for p in list(m.parameters())[:8])
+    res = {"loaded": True, "dtype": str(m.dtype), "parameters": sum(p.numel() for p in m.parameters()),
+           "first_tensors_finite": finite, "seconds": round(time.perf_counter() - t, 1)}
+    del m
+    if not smoke_run:
+        torch.cuda.empty_cache()
+    return res
+
+
 def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, logf: Path, *, gpus: int,
             strategy: str, steps: int, micro, accumulation, checkpointing, warmup: int, fpt: float,
-            smoke_run: bool) -> dict:
+            smoke_run: bool, check_load: bool = False) -> dict:
     """Plan, run and measure one job; the outputs are deleted afterwards (disk), the metrics kept."""
     jdir = work / name
     shutil.rmtree(jdir, ignore_errors=True)
@@ -140,15 +159,18 @@ def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, log
     r: dict = {"gpus": gpus, "strategy": strategy, "job_yaml": spec.read_text()}
     plan_args = ["plan", str(spec), "--gpus", str(gpus)] + (["--gpu-memory", "80GiB"] if smoke_run else [])
     rc, text = finetune(plan_args, gpus, smoke_run, logf, 300)
-    r["plan"] = text.strip().splitlines()[-6:]
-    est = [ln for ln in text.splitlines() if "estimate per GPU" in ln]
+    r["plan"] = text.strip().splitlines()[-8:]
+    est = [ln for ln in text.splitlines() if "memory per GPU" in ln]
     r["planned_gib"] = float(est[0].rsplit("total", 1)[1]) if est else None
+    disk = [ln for ln in text.splitlines() if ln.strip().startswith("disk:")]
+    r["planned_disk"] = disk[0].strip() if disk else None
     t = time.perf_counter()
     rc, text = finetune(["run", str(spec)], gpus, smoke_run, logf)
     r["rc"], r["seconds"] = rc, round(time.perf_counter() - t)
     r["launch"] = next((ln for ln in text.splitlines() if ln.startswith("launch:")), None)
     r["model_line"] = next((ln for ln in text.splitlines() if ln.startswith("model:")), None)
     rows = [x for x in history(jdir / "out") if "tokens_per_s" in x]
+    r["rank_errors"] = [ln for ln in text.splitlines() if ln.startswith("error:")]
     r["losses"] = [round(x["loss"], 5) for x in rows]
     steady = rows[warmup:] or rows
     if steady:
@@ -159,6 +181,12 @@ def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, log
               "mfu": round(tok / gpus * fpt / PEAK, 4), "steps_timed": len(steady)}
     man = jdir / "out" / "manifest.json"
     if man.exists():
+        last = max((x.get("time", 0) for x in rows), default=0)
+        r["last_step_to_manifest_s"] = round(man.stat().st_mtime - last, 1) if last else None
+        r["output_files"] = sorted(json.loads(man.read_text())["files"])[:40]
+        r["output_gib"] = round(sum(f.stat().st_size for f in (jdir / "out").iterdir() if f.is_file()) / 2 ** 30, 2)
+        if check_load:
+            r["reload"] = reload_output(jdir / "out", smoke_run)
         m = json.loads(man.read_text())["metrics"]
         r["peak_gib"] = m.get("peak_memory_gib")
         r["peak_gib_per_rank"] = m.get("peak_memory_gib_per_rank")
@@ -188,7 +216,7 @@ def resume_run(w: Workload, model_dir: Path, data: Path, work: Path, logf: Path,
         outs[name] = jdir
     rc, _ = finetune(["run", str(outs["uninterrupted"] / "job.yaml")], gpus, smoke_run, logf)
     res["uninterrupted_rc"] = rc
-    proc = subprocess.Popen([sys.executable, "-m", "finetune_trainer.cli", "run", str(outs["preempted"] / "job.yaml")],
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_cli.main", "run", str(outs["preempted"] / "job.yaml")],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=run_env(gpus, smoke_run))
     seen = []
@@ -230,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup-steps", type=int, default=3)
     ap.add_argument("--examples", type=int, default=2400)
     ap.add_argument("--smoke", action="store_true", help="2-layer model, CPU processes: checks the harness only")
+    ap.add_argument("--small", action="store_true", help="Llama-3.2-1B's architecture instead of 3.1-8B's")
+    ap.add_argument("--strategies", default="fsdp,deepspeed-zero3", help="W4's strategies, in order")
     a = ap.parse_args(argv)
     import torch
 
@@ -238,10 +268,16 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     device = "cpu" if a.smoke else torch.cuda.get_device_name(0)
     short = "cpu-smoke" if a.smoke else next((k for k in ("h200", "h100") if k in device.lower()), "gpu")
+    short += "-small" if a.small else ""
+    short += "" if a.runs == "w5,w4,resume" else "-" + a.runs.replace(",", "-")
+    short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
     logf = out / f"multi-gpu-{short}-{date}.log"
     w4, w5 = (smoke(W4), smoke(W5)) if a.smoke else (W4, W5)
+    if a.small:
+        w4 = replace(W4, id="W4-1B", model="Llama-3.2-1B", config=LLAMA_32_1B)
+        w5 = replace(W5, id="W5-1B", model="Llama-3.2-1B", config=LLAMA_32_1B)
     doc: dict = {"device": device, "n_gpus": a.gpus, "date": date,
                  "command": "python " + " ".join(shlex.quote(x) for x in [sys.argv[0], *(argv or sys.argv[1:])]),
                  "versions": {"torch": torch.__version__}, "results": {}}
@@ -257,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     if "w5" in runs:
         md = build_model(w5, models, data)
         fpt = flops_per_token(w5, t_len)
-        res = doc["results"].setdefault("W5", {})
+        res = doc["results"].setdefault(w5.id, {})
         shape = dict(micro=4, accumulation=3, checkpointing=False)  # per GPU the same: N GPUs, N x the batch
         res["1gpu"] = one_run("w5_1gpu", w5, md, data, work, logf, gpus=1, strategy="auto", fpt=fpt, **shape, **common)
         save()
@@ -271,10 +307,10 @@ def main(argv: list[str] | None = None) -> int:
     if "w4" in runs:
         md = build_model(w4, models, data)
         fpt = flops_per_token(w4, t_len)
-        res = doc["results"].setdefault("W4", {})
-        for strat in ["fsdp"] + ([] if a.smoke else ["deepspeed-zero3"]):
+        res = doc["results"].setdefault(w4.id, {})
+        for strat in [s for s in a.strategies.split(",") if not (a.smoke and s.startswith("deepspeed"))]:
             res[strat] = one_run(f"w4_{strat}", w4, md, data, work, logf, gpus=a.gpus, strategy=strat, fpt=fpt,
-                                 micro="auto", accumulation="auto", checkpointing="auto", **common)
+                                 micro="auto", accumulation="auto", checkpointing="auto", check_load=True, **common)
             save()
         la, lb = res.get("fsdp", {}).get("losses"), res.get("deepspeed-zero3", {}).get("losses")
         if la and lb:

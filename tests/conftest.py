@@ -11,10 +11,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 QUICKSTART = REPO / "examples" / "quickstart"
-# The venv is shared between clones (cached by lock hash) and its editable install points at whichever clone
-# last ran `make`: subprocesses (finetune run, torchrun ranks, the operator) must import this clone's code.
+# Subprocesses (finetune run, its workers, the operator) import this clone's code even when pytest runs on the
+# shared cached venv's python rather than the clone's .venv (scripts/clone_venv.py).
+PACKAGE_ROOTS = ("api", "plan", "trainer", "operator", "cli")
 os.environ["PYTHONPATH"] = os.pathsep.join(
-    [str(REPO / p) for p in ("api", "trainer", "operator")] + [p for p in [os.environ.get("PYTHONPATH")] if p])
+    [str(REPO / p) for p in PACKAGE_ROOTS] + [p for p in [os.environ.get("PYTHONPATH")] if p])
 
 CORPUS = [
     "Is 1234 even or odd? even",

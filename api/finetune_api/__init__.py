@@ -1,7 +1,7 @@
 """finetune_api: the FineTuneJob spec and status models, the one source of truth.
 
 The CRD (crds/), the trainer's config file, `finetune explain` and docs/spec.md are all generated from these
-pydantic models. No heavy imports here (no torch, no kopf): the operator image imports this package too.
+pydantic models. No heavy imports here (no deep-learning library, no kopf): the operator image imports this package too.
 """
 
 from .dataset import DATASET_FORMATS, DatasetSpec

@@ -6,7 +6,7 @@ here puts those names in one grep-able place. `python -m finetune_operator.dashb
 charts/finetune-operator/rules/finetune-rules.yaml from `rule_groups()`; the chart's PrometheusRule embeds that
 file; tests/prometheus/alerts_test.yaml unit-tests each alert with `promtool test rules`.
 
-Metric sources: `finetune_*` from the trainer (trainer/finetune_trainer/metrics.py; one series set per job,
+Metric sources: `finetune_*` from the trainer (names in finetune_api.contract; one series set per job,
 from rank 0, present while the trainer pod runs) and `finetune_operator_*` from the operator
 (operator/finetune_operator/metrics.py).
 """

@@ -1,7 +1,7 @@
 """Training progress for `status.progress`, read from the trainer's rank-0 Prometheus endpoint.
 
 Why read metrics rather than logs or a sidecar: the trainer already serves them for Prometheus
-(trainer/finetune_trainer/metrics.py), so one source feeds both the dashboard and `kubectl get ftj`, and the
+(names in finetune_api.contract), so one source feeds both the dashboard and `kubectl get ftj`, and the
 trainer needs no rights on the Kubernetes API. The parse is pure (`progress_from_metrics`); `fetch_progress` is
 the one HTTP GET, with a short timeout: an unreachable pod means "no progress yet", never a failed reconcile.
 """
@@ -14,10 +14,11 @@ from typing import Optional
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from finetune_api.contract import gauge_name
 from finetune_api.status import Progress
 
-_WANTED = {"finetune_step", "finetune_total_steps", "finetune_train_loss", "finetune_eval_loss",
-           "finetune_eta_seconds", "finetune_tokens_per_second"}
+_FIELDS = ("step", "total_steps", "train_loss", "eval_loss", "eta_seconds", "tokens_per_second")
+_WANTED = {gauge_name(k): k for k in _FIELDS}
 
 
 def progress_from_metrics(text: str, rank: str = "0") -> Optional[Progress]:
@@ -26,20 +27,19 @@ def progress_from_metrics(text: str, rank: str = "0") -> Optional[Progress]:
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
             if sample.name in _WANTED and sample.labels.get("rank", rank) == rank and math.isfinite(sample.value):
-                values[sample.name] = sample.value
-    if "finetune_step" not in values:
+                values[_WANTED[sample.name]] = sample.value
+    if "step" not in values:
         return None
-    step = int(values["finetune_step"])
-    total = int(values["finetune_total_steps"]) if values.get("finetune_total_steps") else None
+    step = int(values["step"])
+    total = int(values["total_steps"]) if values.get("total_steps") else None
     return Progress(
         step=step,
         total_steps=total,
         percent=f"{min(100, int(100 * step / total))}%" if total else None,
-        loss=values.get("finetune_train_loss"),
-        eval_loss=values.get("finetune_eval_loss"),
-        eta_seconds=max(0.0, values["finetune_eta_seconds"]) if "finetune_eta_seconds" in values else None,
-        tokens_per_second=max(0.0, values["finetune_tokens_per_second"])
-        if "finetune_tokens_per_second" in values else None,
+        loss=values.get("train_loss"),
+        eval_loss=values.get("eval_loss"),
+        eta_seconds=max(0.0, values["eta_seconds"]) if "eta_seconds" in values else None,
+        tokens_per_second=max(0.0, values["tokens_per_second"]) if "tokens_per_second" in values else None,
     )
 
 

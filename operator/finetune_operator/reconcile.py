@@ -17,6 +17,7 @@ from typing import Optional
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
+from finetune_api.contract import METRICS_PORT
 from finetune_api.job import FineTuneJob
 from finetune_api.loading import SpecError, validate_job
 from finetune_api.status import FineTuneJobStatus
@@ -27,7 +28,6 @@ from .metrics import OperatorMetrics
 from .progress import fetch_progress, metrics_url
 from .render import render_children
 from .status import TERMINAL, Observation, derive_status, transitions
-from .trainer_config import METRICS_PORT
 
 log = logging.getLogger(__name__)
 

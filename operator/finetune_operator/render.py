@@ -12,11 +12,11 @@ import json
 import os
 from typing import Optional
 
+from finetune_api.contract import METRICS_PORT
 from finetune_api.job import FineTuneJob
-from finetune_api.launch import RDZV_PORT
 
 from . import names
-from .trainer_config import CONFIG_FILE, METRICS_PORT, RenderError, build_trainer_config
+from .pod_config import CONFIG_FILE, RDZV_PORT, RenderError, build_trainer_config, check_output_on_volume, planned_volume_size
 from .workload import build_job
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
@@ -41,25 +41,26 @@ def _meta(job: FineTuneJob, name: str, component: str, uid: str) -> dict:
 
 
 def build_configmap(job: FineTuneJob, *, uid: str) -> dict:
-    """The immutable ConfigMap with `config.json` (the TrainerConfig) and `launch.json` (facts for people).
+    """The immutable ConfigMap with `config.json` (the TrainerConfig) and `launch.json` (the plan, for people).
 
     Raises:
         RenderError: the spec cannot run in a cluster as written (e.g. a relative path without a volume).
     """
     cfg = build_trainer_config(job)
-    ns = job.metadata.namespace or "default"
+    check_output_on_volume(cfg)
     name = job.metadata.name
-    launch = {
-        "nodes": cfg.nodes, "nprocPerNode": cfg.nproc_per_node, "worldSize": cfg.world_size,
-        "device": cfg.device, "strategy": cfg.strategy, "outputDir": cfg.output_dir,
-        "rendezvous": f"{names.master_addr(name, ns)}:{RDZV_PORT}" if cfg.nodes > 1 else "standalone",
+    launch = cfg.plan.to_wire() | {
+        "worldSize": cfg.world_size, "outputDir": cfg.output_dir,
+        "rendezvous": f"{cfg.rendezvous.host}:{cfg.rendezvous.port}" if cfg.rendezvous else "standalone",
         "metricsPort": METRICS_PORT,
+        "decidedOnTheNode": [k for k in ("strategy", "microBatch", "gradientAccumulation", "checkpointing")
+                             if k not in cfg.plan.to_wire()],
     }
     return {
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": _meta(job, names.configmap_name(name), "config", uid),
         "immutable": True,
-        "data": {CONFIG_FILE: cfg.model_dump_json(by_alias=True),
+        "data": {CONFIG_FILE: cfg.to_json(),
                  "launch.json": json.dumps(launch, indent=2, sort_keys=True)},
     }
 
@@ -94,8 +95,14 @@ def build_output_pvc(job: FineTuneJob, *, uid: str) -> Optional[dict]:
     vol = job.spec.output.volume
     if vol is None or vol.create is None:
         return None
+    size = vol.create.size or planned_volume_size(build_trainer_config(job))
+    if size is None:
+        raise RenderError(
+            "spec.output.volume.create.size: the operator cannot plan the disk of this model (only well-known hub "
+            "models' sizes are known before a pod runs); give a size — `finetune plan job.yaml` prints the disk a "
+            "run needs")
     spec: dict = {"accessModes": ["ReadWriteMany" if job.spec.distributed.nodes > 1 else "ReadWriteOnce"],
-                  "resources": {"requests": {"storage": vol.create.size}}}
+                  "resources": {"requests": {"storage": size}}}
     if vol.create.storage_class_name:
         spec["storageClassName"] = vol.create.storage_class_name
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",

@@ -8,10 +8,10 @@ lands in status, so it is never left stale. No I/O here; the clock comes in as `
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Optional
 
+from finetune_api.contract import TerminationMessage
 from finetune_api.status import Condition, FineTuneJobStatus, Progress, Result
 
 from . import names
@@ -58,14 +58,9 @@ def _terminated(pod: dict) -> Optional[dict]:
     return None
 
 
-def termination_doc(pod: dict) -> Optional[dict]:
-    """The trainer's termination message (JSON) of `pod`, or None when absent or not JSON."""
-    term = _terminated(pod)
-    try:
-        doc = json.loads((term or {}).get("message") or "")
-    except ValueError:
-        return None
-    return doc if isinstance(doc, dict) and "outcome" in doc else None
+def termination_doc(pod: dict) -> Optional[TerminationMessage]:
+    """The trainer's termination message of `pod`, or None when absent or not ours (a log tail after a crash)."""
+    return TerminationMessage.from_text((_terminated(pod) or {}).get("message") or "")
 
 
 def _index(pod: dict) -> str:
@@ -76,10 +71,9 @@ def result_of(pods: list[dict]) -> Optional[Result]:
     """The run's result from rank 0's termination message (pod index 0, succeeded)."""
     for pod in sorted(pods, key=_index):
         doc = termination_doc(pod)
-        if doc and doc.get("outcome") == "Succeeded":
-            return Result(output_path=doc.get("outputPath"), manifest_sha256=doc.get("manifestSha256"),
-                          steps=doc.get("steps"), final_loss=doc.get("finalLoss"),
-                          final_eval_loss=doc.get("finalEvalLoss"))
+        if doc and doc.outcome == "Succeeded" and doc.output_path:
+            return Result(output_path=doc.output_path, manifest_sha256=doc.manifest_sha256, steps=doc.steps,
+                          final_loss=doc.final_loss, final_eval_loss=doc.final_eval_loss)
     return None
 
 
@@ -91,8 +85,8 @@ def failure_of(job: dict, pods: list[dict]) -> tuple[str, str]:
     failed.sort(key=lambda p: _terminated(p).get("finishedAt") or "", reverse=True)
     for pod in failed:
         doc = termination_doc(pod)
-        if doc and doc.get("reason"):
-            return doc["reason"], f"{doc.get('message', '')} ({job_part})"
+        if doc and doc.reason:
+            return doc.reason, f"{doc.message or ''} ({job_part})"
     if failed:
         pod, term = failed[0], _terminated(failed[0])
         text = (term.get("message") or "").strip()[-1000:]

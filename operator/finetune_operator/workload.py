@@ -1,7 +1,7 @@
-"""The Indexed Job that runs the trainer: one pod per node, torchrun inside, rendezvous at pod 0.
+"""The Indexed Job that runs the trainer: one pod per node, the trainer's launcher inside, rendezvous at pod 0.
 
 Why an Indexed Job (and not a bare pod set or a JobSet): Kubernetes gives each pod a stable index
-(`JOB_COMPLETION_INDEX`, used as torchrun's node rank) and a stable hostname `<job>-<index>` under the headless
+(`JOB_COMPLETION_INDEX`, the launcher's node rank) and a stable hostname `<job>-<index>` under the headless
 Service (`spec.template.spec.subdomain`), retries pods with a failure policy, can be suspended (which is also
 how Kueue admits work), and the controller-manager already reconciles it. The operator renders it once.
 
@@ -13,15 +13,14 @@ ServiceAccount token. Secrets only by reference (`secretKeyRef`).
 from __future__ import annotations
 
 import copy
+from finetune_api.contract import METRICS_PORT, TERMINATION_LOG, ExitCode
 from finetune_api.job import FineTuneJob
-from finetune_api.launch import RDZV_PORT, torchrun_args
 
 from . import names
-from .trainer_config import (CONFIG_DIR, CONFIG_PATH, DATA_MOUNT, METRICS_PORT, MODEL_MOUNT, OUTPUT_MOUNT,
-                             TERMINATION_LOG, gpus_per_pod, nproc_per_pod)
+from .pod_config import CONFIG_DIR, CONFIG_PATH, DATA_MOUNT, MODEL_MOUNT, OUTPUT_MOUNT, RDZV_PORT, gpus_per_pod
 
 TRAINER_UID = 1000
-EXIT_INPUT_ERROR = 2  # finetune-train: a problem with the user's input; retrying cannot help
+TRAINER_COMMAND = "finetune-train"  # the trainer image's launcher: plans, starts and watches the workers
 BACKOFF_LIMIT = 3
 
 
@@ -93,14 +92,8 @@ def _resources(job: FineTuneJob) -> dict:
 
 
 def _command(job: FineTuneJob) -> list[str]:
-    nodes = job.spec.distributed.nodes
-    ns = job.metadata.namespace or "default"
-    multi = nodes > 1
-    return ["torchrun", *torchrun_args(
-        nodes=nodes, nproc_per_node=nproc_per_pod(job), config_path=CONFIG_PATH,
-        node_rank="$(JOB_COMPLETION_INDEX)" if multi else None,
-        master_addr=names.master_addr(job.metadata.name, ns) if multi else None,
-    )]
+    """The launcher reads processes, node rank (JOB_COMPLETION_INDEX) and rendezvous from its config."""
+    return [TRAINER_COMMAND, "--config", CONFIG_PATH]
 
 
 def build_pod_template(job: FineTuneJob, image: str) -> dict:
@@ -138,7 +131,8 @@ def build_pod_template(job: FineTuneJob, image: str) -> dict:
         "volumes": vols,
     }
     sched = spec.scheduling
-    passthrough = {"nodeSelector": sched.node_selector, "tolerations": sched.tolerations,
+    tolerations = [t.to_wire() for t in sched.tolerations] if sched.tolerations is not None else None
+    passthrough = {"nodeSelector": sched.node_selector, "tolerations": tolerations,
                    "affinity": sched.affinity, "priorityClassName": sched.priority_class_name}
     pod_spec |= {k: copy.deepcopy(v) for k, v in passthrough.items() if v is not None}
     return {
@@ -180,7 +174,7 @@ def build_job(job: FineTuneJob, *, uid: str, image: str) -> dict:
             "suspend": bool(job.spec.suspend),
             "podFailurePolicy": {"rules": [
                 {"action": "FailJob", "onExitCodes": {"containerName": names.TRAINER_CONTAINER,
-                                                      "operator": "In", "values": [EXIT_INPUT_ERROR]}},
+                                                      "operator": "In", "values": [int(ExitCode.INPUT_ERROR)]}},
                 {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
             ]},
             "template": build_pod_template(job, image),

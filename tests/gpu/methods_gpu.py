@@ -165,7 +165,7 @@ def reload_check(kind: str, model_dir: Path, out: Path, ids) -> dict:
 
 
 def run_cli(args: list[str], timeout: float, logf: Path) -> tuple[int, str]:
-    cmd = [sys.executable, "-m", "finetune_trainer.cli", *args]
+    cmd = [sys.executable, "-m", "finetune_cli.main", *args]
     t = time.perf_counter()
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -265,10 +265,9 @@ def calib_phase(shapes: list[tuple[str, int, bool]], out: Path, deadline: float)
     from ours import run_ours
     from workloads import WORKLOADS, build_model_dir, synthetic_examples
 
-    from finetune_trainer import parallel, planner
+    from finetune_plan import memory as planner
     from finetune_trainer.data import pack_examples
 
-    parallel.Replicated.save = lambda self, *a, **k: None  # bench-side: no 20 GB final checkpoint per shape
     total = torch.cuda.get_device_properties(0).total_memory
     doc = {"device": torch.cuda.get_device_name(0), "gpu_total_gib": total / 2 ** 30,
            "how": "bench/ours.py run_ours: recipe.run on packed synthetic rows (bench/workloads.py), 3 steps, "

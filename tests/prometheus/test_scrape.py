@@ -70,7 +70,7 @@ def scraped_run(prometheus, operator_metrics, quickstart_model, tmp_path_factory
     prometheus.add_target("trainer", f"127.0.0.1:{port}", pod="trainer-0")
     env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", FINETUNE_METRICS_PORT=str(port))
     started = time.time()
-    run = subprocess.run([sys.executable, "-m", "finetune_trainer.cli", "run", str(job)], capture_output=True,
+    run = subprocess.run([sys.executable, "-m", "finetune_cli.main", "run", str(job)], capture_output=True,
                          text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     # the raw samples the server kept of this run (a range selector returns them with their scrape times)

@@ -7,7 +7,7 @@ import torch
 import yaml
 
 from finetune_api import load_job_text
-from finetune_trainer.launch import plan_local
+from finetune_trainer.local_run import plan_local
 from finetune_trainer.recipe import run
 
 torch.set_num_threads(1)

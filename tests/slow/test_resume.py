@@ -22,7 +22,7 @@ def test_sigterm_then_resume_matches_the_uninterrupted_run(quickstart_model, tmp
     assert finetune("run", str(job_a)).returncode == 0
 
     # run B, and preempt it (SIGTERM to the whole process group, as the kubelet does) once it is past step 12
-    proc = subprocess.Popen([sys.executable, "-m", "finetune_trainer.cli", "run", str(job_b)],
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_cli.main", "run", str(job_b)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=dict(os.environ, OMP_NUM_THREADS="2"))
     seen = []

@@ -89,9 +89,11 @@ def test_trainer_uid_matches_the_pod_template():
     assert last(instructions("Dockerfile.trainer"), "USER").split(":")[0] == str(TRAINER_UID)
 
 
-def test_pod_command_module_exists():
-    from finetune_api.launch import TRAINER_MODULE
+def test_pod_command_is_the_trainer_images_console_script():
+    from finetune_operator.workload import TRAINER_COMMAND
 
-    mod = __import__(TRAINER_MODULE, fromlist=["main"])
-    assert callable(mod.main)
-    assert shlex.split("torchrun")  # the trainer image installs torch, which provides torchrun
+    module, func = SCRIPTS[TRAINER_COMMAND].split(":")
+    assert callable(getattr(__import__(module, fromlist=[func]), func))
+    from finetune_trainer.launcher import WORKER_MODULE
+
+    assert callable(__import__(WORKER_MODULE, fromlist=["main"]).main)

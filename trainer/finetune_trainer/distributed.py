@@ -1,10 +1,10 @@
 """Process-group set-up for the ranks torchrun starts, and the few collectives the recipe needs.
 
-torchrun sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR; we only pick the backend (NCCL on GPUs, gloo on CPU)
+The launcher sets RANK/WORLD_SIZE/LOCAL_RANK/MASTER_ADDR; we only pick the backend (NCCL on GPUs, gloo on CPU)
 and the device, and wrap the model in DDP when there is more than one process. One process does not
 initialise a process group here, so `finetune run` on a laptop has no networking at all; the exception is
 FSDP2 on one GPU (full fine-tuning's default there), whose `fully_shard` creates a one-rank group from
-torchrun's environment.
+the launcher's environment.
 """
 
 from __future__ import annotations
@@ -28,8 +28,16 @@ class Dist:
         return self.rank == 0
 
 
-def init_distributed(device_kind: str) -> Dist:
-    """Join the process group torchrun describes (if more than one process) and pick this rank's device."""
+def init_distributed(device_kind: str, timeout_seconds: float = 1800) -> Dist:
+    """Join the process group the launcher describes (if more than one process) and pick this rank's device.
+
+    Args:
+        timeout_seconds: how long any collective may wait for a peer (spec.distributed.timeoutSeconds); past
+            it the collective raises (gloo) or NCCL's watchdog aborts the communicator, so a peer that stops
+            answering becomes a failure with a message, never a hang.
+    """
+    import datetime
+
     import torch
     import torch.distributed as dist
 
@@ -42,7 +50,10 @@ def init_distributed(device_kind: str) -> Dist:
     else:
         device = torch.device("cpu")
     if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo", device_id=device if device_kind == "cuda" else None)
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1")  # a timed-out NCCL collective aborts
+        dist.init_process_group("nccl" if device_kind == "cuda" else "gloo",
+                                device_id=device if device_kind == "cuda" else None,
+                                timeout=datetime.timedelta(seconds=timeout_seconds))
     return Dist(rank, world, local, device)
 
 
@@ -67,7 +78,8 @@ def barrier(d: Dist) -> None:
 
 
 def shutdown(d: Dist) -> None:
-    """Leave the process group (FSDP2 creates a one-rank group itself for full fine-tuning on one GPU)."""
+    """Leave the process group after a run that succeeded on every rank (a collective: never call it after a
+    failure, where a peer may never arrive). FSDP2 creates a one-rank group itself on one GPU."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():

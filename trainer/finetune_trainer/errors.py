@@ -1,22 +1,16 @@
 """Errors the trainer reports as one clean line (no traceback), each naming the field or file at fault.
 
 Anything raised as one of these is a problem with the user's input or environment, not a bug: the
-entrypoint prints it, writes it to the termination message, and exits with status 2.
+worker reports it (the launcher prints it once and writes the termination message), and the exit status is 2.
 """
 
 from __future__ import annotations
 
+from finetune_api.contract import UserError
 
-class TrainerInputError(ValueError):
+
+class TrainerInputError(UserError):
     """Base class: a problem the user can fix in their spec, data, model or machine."""
-
-
-class NotSupportedYet(TrainerInputError):
-    """A spec option that validates but this version cannot run yet (never silently ignored)."""
-
-    def __init__(self, field: str, what: str):
-        self.field = field
-        super().__init__(f"{field}: {what} is not supported yet by this version of finetune-operator")
 
 
 class ModelLoadError(TrainerInputError):

@@ -3,7 +3,7 @@
 Names follow Prometheus conventions (`finetune_` prefix, base units in names, `_total` for counters); labels
 identify the job (namespace, job_name) and the rank. The operator reads these for `status.progress`, the
 chart's PodMonitor scrapes them, and the chart's dashboard and alert rules query them
-(operator/finetune_operator/dashboard.py, alerts.py): a name changed here must change there too.
+through the names in finetune_api.contract, the one place both sides read them.
 
 Who serves what:
 - Global rank 0 registers the training gauges and counters (step, loss, tokens/s, ...). Other ranks' values
@@ -21,33 +21,13 @@ from typing import Iterable, Optional
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
-LABELS = ("namespace", "job_name", "rank")
+from finetune_api.contract import (TRAINER_COUNTERS, TRAINER_GAUGES, TRAINER_GPU_GAUGES, TRAINER_LABELS, counter_name,
+                                   gauge_name, gpu_gauge_name)
 
-GAUGES = {
-    "step": "Optimizer steps completed.",
-    "total_steps": "Optimizer steps planned.",
-    "epoch": "Fractional epoch.",
-    "train_loss": "Latest training loss (token-weighted mean over the step).",
-    "eval_loss": "Latest validation loss.",
-    "learning_rate": "Current learning rate.",
-    "grad_norm": "Global gradient norm before clipping.",
-    "tokens_per_second": "Non-padding tokens processed per second, all processes.",
-    "trainable_tokens_per_second": "Tokens with a training target per second, all processes.",
-    "mfu_ratio": "Model FLOPs utilisation (0..1) per GPU, benchmark.md counting (CUDA only).",
-    "eta_seconds": "Estimated seconds to the end of training.",
-    "last_checkpoint_step": "Step of the newest checkpoint (the start step before the first: work since is unsaved).",
-    "last_checkpoint_timestamp_seconds": "Unix time the newest checkpoint was saved (or the run started).",
-    "checkpoint_interval_steps": "spec.output.saveEverySteps: a checkpoint is due every this many steps.",
-    "start_time_seconds": "Unix time the run started.",
-}
-COUNTERS = {
-    "checkpoints_saved": "Checkpoints written.",
-    "tokens_processed": "Non-padding tokens processed, all processes.",
-}
-GPU_GAUGES = {
-    "allocated": "torch.cuda.memory_allocated of the rank's GPU.",
-    "reserved": "torch.cuda.memory_reserved of the rank's GPU (the caching allocator's share).",
-}
+LABELS = TRAINER_LABELS
+GAUGES = TRAINER_GAUGES
+COUNTERS = TRAINER_COUNTERS
+GPU_GAUGES = TRAINER_GPU_GAUGES
 
 
 class TrainerMetrics:
@@ -69,14 +49,14 @@ class TrainerMetrics:
         # Training numbers are global (all-reduced): only rank 0 registers them. Other ranks' metric objects
         # exist (the recipe calls them on every rank) but belong to no registry, so nothing serves them.
         reg = self.registry if rank == 0 else None
-        self._gauges = {k: Gauge(f"finetune_{k}", doc, LABELS, registry=reg) for k, doc in GAUGES.items()}
+        self._gauges = {k: Gauge(gauge_name(k), doc, LABELS, registry=reg) for k, doc in GAUGES.items()}
         self._mine = mine
         self._checkpoint_known = False
-        self.checkpoints = Counter("finetune_checkpoints_saved_total", COUNTERS["checkpoints_saved"],
+        self.checkpoints = Counter(counter_name("checkpoints_saved"), COUNTERS["checkpoints_saved"],
                                    LABELS, registry=reg).labels(**mine)
-        self.tokens = Counter("finetune_tokens_processed_total", COUNTERS["tokens_processed"],
+        self.tokens = Counter(counter_name("tokens_processed"), COUNTERS["tokens_processed"],
                               LABELS, registry=reg).labels(**mine)
-        self._gpu = {k: Gauge(f"finetune_gpu_memory_{k}_bytes", doc, LABELS, registry=self.registry)
+        self._gpu = {k: Gauge(gpu_gauge_name(k), doc, LABELS, registry=self.registry)
                      for k, doc in GPU_GAUGES.items()}
 
     def serve(self, port: Optional[int]) -> None:

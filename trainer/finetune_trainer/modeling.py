@@ -178,6 +178,32 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     return model
 
 
+def model_config(cfg: TrainerConfig) -> dict:
+    """spec.model's config.json as a dict (local directory, or the hub through transformers' cache).
+
+    Raises:
+        ModelLoadError: no config.json at spec.model.path.
+    """
+    import json
+    from pathlib import Path
+
+    if cfg.model_path:
+        f = Path(cfg.model_path) / "config.json"
+        if not f.is_file():
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no config.json")
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not a JSON object")
+        return doc
+    from transformers import AutoConfig
+
+    src, kw = _source(cfg)
+    return AutoConfig.from_pretrained(src, **kw).to_dict()
+
+
 def linear_module_names(model) -> list[str]:
     """Distinct last-component names of the linear layers (candidates for LoRA target modules)."""
     import torch
@@ -201,13 +227,25 @@ def meta_model(cfg: TrainerConfig):
 
 
 def check_targets(model, cfg: TrainerConfig) -> None:
-    """Raise unless every LoRA target module names a linear layer of `model` (meta or real).
+    """Raise unless every LoRA target module names a linear layer of `model` (meta or real), and the rank is low.
 
     Raises:
-        TrainerInputError: names the field, the missing names and the ones that exist.
+        TrainerInputError: names the field, the missing names and the ones that exist; or a rank larger than a
+            targeted layer allows.
     """
+    import torch
+
+    from .capabilities import check_lora_rank
+
     spec = cfg.job.spec
-    if spec.method.type not in ("lora", "qlora") or spec.lora.target_modules == "all-linear":
+    if spec.method.type not in ("lora", "qlora"):
+        return
+    shapes: dict[str, tuple[int, int]] = {}
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"):
+            shapes.setdefault(n.rsplit(".", 1)[-1], (m.in_features, m.out_features))
+    check_lora_rank(cfg, shapes)
+    if spec.lora.target_modules == "all-linear":
         return
     present = linear_module_names(model)
     missing = [t for t in spec.lora.target_modules if t not in present]
@@ -273,7 +311,7 @@ def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    from .parallel import decoder_layers
+    from .strategy import decoder_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     blocks = decoder_layers(base)

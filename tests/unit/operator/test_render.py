@@ -108,7 +108,7 @@ def test_gpu_requests_follow_gpus_per_node(gpus, expect):
     cfg = TrainerConfig.model_validate_json(by_kind(children)["ConfigMap"]["data"]["config.json"])
     assert cfg.device == ("cpu" if gpus == 0 else "cuda")
     assert cfg.nproc_per_node == (int(expect) if expect else 1)
-    assert "--nproc-per-node" in trainer(children)["command"]
+    assert trainer(children)["command"] == ["finetune-train", "--config", "/etc/finetune/config.json"]
 
 
 def test_one_claim_for_model_data_and_output_is_one_pod_volume_with_three_mounts():
@@ -174,10 +174,11 @@ def test_hf_token_only_by_secret_reference():
     assert "hf_" not in json.dumps(by_kind(children)["ConfigMap"]["data"]).replace('"hfTokenSecretRef"', "")
 
 
-def test_single_node_torchrun_is_standalone():
-    cmd = trainer(render_children(make(distributed={"gpusPerNode": 2}), uid=UID, image="i"))["command"]
-    assert cmd[:4] == ["torchrun", "--standalone", "--nnodes", "1"]
-    assert cmd[-4:] == ["-m", "finetune_trainer.entrypoint", "--config", "/etc/finetune/config.json"]
+def test_single_node_runs_the_trainers_launcher_with_no_rendezvous():
+    children = render_children(make(distributed={"gpusPerNode": 2}), uid=UID, image="i")
+    assert trainer(children)["command"] == ["finetune-train", "--config", "/etc/finetune/config.json"]
+    cfg = TrainerConfig.model_validate_json(by_kind(children)["ConfigMap"]["data"]["config.json"])
+    assert cfg.rendezvous is None and cfg.plan.nproc_per_node == 2
 
 
 def test_multi_node_uses_indexed_job_and_rendezvous_at_pod_zero():
@@ -185,19 +186,18 @@ def test_multi_node_uses_indexed_job_and_rendezvous_at_pod_zero():
     job = by_kind(children)["Job"]
     assert job["spec"]["completionMode"] == "Indexed"
     assert job["spec"]["completions"] == job["spec"]["parallelism"] == 3
-    cmd = trainer(children)["command"]
-    args = dict(zip(cmd[1::2], cmd[2::2]))
-    assert cmd[0] == "torchrun"
-    assert args["--nnodes"] == "3" and args["--nproc-per-node"] == "2"
-    assert args["--node-rank"] == "$(JOB_COMPLETION_INDEX)"
+    cfg = TrainerConfig.model_validate_json(by_kind(children)["ConfigMap"]["data"]["config.json"])
     svc = by_kind(children)["Service"]
-    assert args["--master-addr"] == f"demo-0.{svc['metadata']['name']}.team-a.svc"
+    # the launcher takes its node rank from JOB_COMPLETION_INDEX (set by the Indexed Job) and meets at pod 0
+    assert cfg.rendezvous.host == f"demo-0.{svc['metadata']['name']}.team-a.svc" and cfg.rendezvous.port == 29500
     assert pod_spec(children)["subdomain"] == svc["metadata"]["name"]
     assert svc["spec"]["clusterIP"] == "None"
     assert svc["spec"]["selector"] == names.selector_labels("demo")
     assert names.selector_labels("demo").items() <= job["spec"]["template"]["metadata"]["labels"].items()
-    cfg = TrainerConfig.model_validate_json(by_kind(children)["ConfigMap"]["data"]["config.json"])
-    assert (cfg.nodes, cfg.world_size, cfg.strategy) == (3, 6, "ddp")
+    # LoRA on 6 GPUs with strategy auto: DDP or FSDP is the memory plan's choice, made on the node
+    assert (cfg.nodes, cfg.world_size, cfg.plan.strategy) == (3, 6, None)
+    launch = json.loads(by_kind(children)["ConfigMap"]["data"]["launch.json"])
+    assert "strategy" in launch["decidedOnTheNode"] and launch["nprocPerNode"] == 2
 
 
 def test_failure_policy_fails_fast_on_user_error():
@@ -239,7 +239,7 @@ def test_every_cluster_example_renders(path: Path):
 
 
 def test_finetune_render_cli_prints_the_manifests(capsys):
-    from finetune_trainer.cli import main
+    from finetune_cli.main import main
 
     assert main(["render", str(EXAMPLES[0]), "--namespace", "ns1"]) == 0
     docs = list(yaml.safe_load_all(capsys.readouterr().out))

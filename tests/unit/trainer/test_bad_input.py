@@ -6,7 +6,7 @@ import pytest
 
 from finetune_api import SpecError, load_job_text
 from finetune_trainer.errors import EnvironmentProblem, TrainerInputError
-from finetune_trainer.launch import check_merge_fits, describe, plan_local
+from finetune_trainer.local_run import check_merge_fits, describe, plan_local
 
 JOB = """apiVersion: finetune.io/v1alpha1
 kind: FineTuneJob

@@ -3,7 +3,7 @@
 import pytest
 
 from finetune_api import load_job_text
-from finetune_api.trainer_config import TrainerConfig
+from finetune_api.trainer_config import LaunchPlan, TrainerConfig
 from finetune_trainer.deepspeed_config import build_deepspeed_config, config_for
 
 BASE = dict(micro=2, accumulation=4, world=2, learning_rate=1e-4, weight_decay=0.01, max_grad_norm=1.0)
@@ -47,7 +47,8 @@ spec:
   distributed: {strategy: deepspeed-zero3, cpuOffload: true}
   output: {path: out}
 """)
-    cfg = TrainerConfig(job=job, output_dir="/o", nproc_per_node=2, device="cuda", strategy="deepspeed-zero3")
+    cfg = TrainerConfig(job=job, output_dir="/o",
+                        plan=LaunchPlan(nproc_per_node=2, device="cuda", strategy="deepspeed-zero3"))
     c = config_for(cfg, micro=1, accumulation=8, world=2)
     assert c["zero_optimization"]["stage"] == 3 and "offload_param" in c["zero_optimization"]
     assert c["optimizer"]["params"]["lr"] == 3e-5 and c["gradient_clipping"] == 0.5

@@ -10,9 +10,8 @@ import random
 import pytest
 
 from finetune_api import load_job_text
-from finetune_api.trainer_config import TrainerConfig
-from finetune_trainer import recipe
-from finetune_trainer.batching import BatchPlan
+from finetune_api.trainer_config import LaunchPlan, TrainerConfig
+from finetune_trainer import losses, recipe
 from finetune_trainer.distributed import Dist
 from finetune_trainer.modeling import uses_padding_free
 
@@ -32,7 +31,7 @@ spec:
 def cfg(dataset: str = "format: text", extra: str = "", device: str = "cuda") -> TrainerConfig:
     text = JOB.replace("format: text", dataset) + extra
     return TrainerConfig(job=load_job_text(text), model_path="model", dataset_paths=["train.jsonl"], output_dir="out",
-                         device=device)
+                         plan=LaunchPlan(device=device))
 
 
 def test_on_by_default_and_off_where_it_does_not_apply():
@@ -55,9 +54,9 @@ def examples(n: int, seed: int = 0) -> list[dict]:
 
 
 def step_batches(train, padding_free: bool):
-    plan = BatchPlan(micro=4, accumulation=2, world=1)
+    plan = LaunchPlan(micro_batch=4, gradient_accumulation=2)
     d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
-    return recipe._micro_batches(train, plan, 0, len(train) // plan.global_batch, 7, d, 0, padding_free=padding_free)
+    return recipe.micro_batches(train, plan, 0, len(train) // plan.global_batch, 7, d, 0, padding_free=padding_free)
 
 
 def test_padding_free_micro_batches_are_one_row_of_the_same_examples_without_pads():
@@ -87,7 +86,7 @@ def test_padding_free_gives_the_padded_loss_and_gradients(tiny_model_dir):
         total = 0.0
         for b in step_batches(train, padding_free):
             b.pop("n_real")
-            loss = recipe._ce_sum(model, b, torch.device("cpu"))
+            loss = losses.ce_sum(model, b, torch.device("cpu"))
             loss.backward()
             total += float(loss.detach())
         return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -2,7 +2,7 @@
 
 import io
 
-from finetune_trainer.cli import main
+from finetune_cli.main import main
 from finetune_trainer.progress import Progress
 
 

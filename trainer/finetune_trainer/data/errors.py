@@ -3,16 +3,18 @@
 A training run that dies on row 48,213 with `KeyError: 'output'` costs the user a search through a large
 file; one that says `train.jsonl:48213: missing key 'output'` costs them a minute. Every check in this
 package raises `DataError`, and the operator shows its `str()` as the job's failure message unchanged.
-It subclasses `ValueError` because a bad row is a bad input value, so callers that already handle
-`ValueError` for bad specs handle it too.
+It subclasses `UserError` (finetune_api.contract), the root of every mistake a user can fix, so the worker
+reports it as one line with exit status 2 like a bad spec.
 """
 
 from __future__ import annotations
 
 from typing import Optional
 
+from finetune_api.contract import UserError
 
-class DataError(ValueError):
+
+class DataError(UserError):
     """A dataset problem located at a file (or hub dataset) and a line (or row).
 
     Attributes:
