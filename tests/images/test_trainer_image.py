@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_api import load_job
+from finetune_api.job import FineTuneJob
 from finetune_operator.render import render_children
 from finetune_operator.workload import TRAINER_UID
 from support import images
@@ -29,10 +29,12 @@ QUICKSTART = REPO / "examples" / "quickstart"
 
 def pod_template(image: str) -> dict:
     """The trainer pod template the operator renders for the CPU quickstart."""
-    job = load_job(QUICKSTART / "job.yaml")
-    job.spec.model.path, job.spec.output.path = "/models/tiny", "/out/run"
-    job.spec.dataset.paths, job.spec.dataset.validation_paths = ["/data/train.jsonl"], ["/data/validation.jsonl"]
-    job.spec.distributed.gpus_per_node = 0
+    doc = yaml.safe_load((QUICKSTART / "job.yaml").read_text())
+    doc["spec"]["model"]["path"] = "/models/tiny"
+    doc["spec"]["dataset"] |= {"paths": ["/data/train.jsonl"], "validationPaths": ["/data/validation.jsonl"]}
+    doc["spec"]["output"] |= {"path": "run", "volume": {"claimName": "out"}}
+    doc["spec"]["distributed"] = {"gpusPerNode": 0}
+    job = FineTuneJob.model_validate(doc)
     kinds = {c["kind"]: c for c in render_children(job, uid="0000", image=image)}
     return kinds["Job"]["spec"]["template"]
 
