@@ -14,6 +14,8 @@
 #                                                "<name> <image id> <seconds>" line per image on stdout
 #   FINETUNE_CACHE    cache root (default ~/.cache/finetune-operator)
 #   IMAGE_TAG         tag of the built images (default test)
+#   IMAGE_STORE_MAX_GB  above this size the store drops the layers no tagged image uses before a build
+#                     (older builds; the next build may then redo a small stage); default 25
 # Other scripts and the tests reach the store with the same flags: `buildah $(scripts/build-images.sh --store-flags) ...`.
 set -euo pipefail
 
@@ -84,5 +86,17 @@ build() {
   echo "$name $id $((SECONDS - t))"
 }
 
+# Each change of the lock leaves a dependency layer of several GB behind: past a size, drop what no tagged
+# image uses (buildah's dangling images, repeatedly, so whole old chains go).
+prune_if_large() {
+  local max=${IMAGE_STORE_MAX_GB:-25} gb
+  gb=$(du -s --block-size=1G "$STORE/storage" 2>/dev/null | cut -f1)
+  if ((${gb:-0} > max)); then
+    log "image store is ${gb} GB (> ${max}): removing images no tag uses"
+    bah rmi --prune >/dev/null || true
+  fi
+}
+
+prune_if_large
 ensure_base
 for name in "$@"; do build "$name"; done

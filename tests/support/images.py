@@ -71,8 +71,11 @@ def build(*names: str, timeout: float = 3600) -> dict[str, Image]:
     """Build (or find cached) `localhost/finetune/<name>:test` for each name, installing the tools if absent.
 
     Raises:
-        pytest.fail.Exception: the tools cannot be installed or a build fails (with the log's tail).
+        pytest.fail.Exception: not root, the tools cannot be installed or a build fails (with the log's tail).
     """
+    if os.geteuid() != 0:
+        pytest.fail("building and running images needs root here (buildah's chroot isolation, runc, mounts)",
+                    pytrace=False)
     res = subprocess.run(["bash", str(INSTALL)], capture_output=True, text=True, timeout=900)
     if res.returncode != 0:
         pytest.fail(f"scripts/install-image-tools.sh failed:\n{res.stderr[-3000:]}", pytrace=False)
