@@ -224,18 +224,30 @@ def quickstart_on_node(name: str, namespace: str, node: str, image: str, **train
     return doc
 
 
-@pytest.mark.trainer_image
-def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
-        cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
-    inputs, out = tmp_path / "inputs", tmp_path / "output"
-    shutil.copytree(quickstart_model, inputs / "model")
+def quickstart_volumes(cp: ControlPlane, namespace: str, tmp: Path, model: Path, bad_line: int | None = None) -> Path:
+    """The claims `inputs` (the model and the quickstart's data; line `bad_line` of train.jsonl broken if given)
+    and `output` (empty, writable by the trainer's uid), on folders under `tmp`; the output folder."""
+    inputs, out = tmp / "inputs", tmp / "output"
+    shutil.copytree(model, inputs / "model")
     shutil.copytree(REPO / "examples" / "quickstart" / "data", inputs / "data")
+    if bad_line is not None:
+        train = inputs / "data" / "train.jsonl"
+        rows = train.read_text().splitlines()
+        rows[bad_line - 1] = '{"conversation": []}'
+        train.write_text("\n".join(rows) + "\n")
     for p in [inputs, *inputs.rglob("*")]:  # readable by the trainer's uid, as a shared volume would be
         p.chmod(0o755 if p.is_dir() else 0o644)
     out.mkdir()
     os.chown(out, TRAINER_UID, TRAINER_UID)  # a fresh volume the trainer (uid 1000) may write
     host_volume(cp, namespace, "inputs", inputs, read_only=True)
     host_volume(cp, namespace, "output", out)
+    return out
+
+
+@pytest.mark.trainer_image
+def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
+        cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
+    out = quickstart_volumes(cp, namespace, tmp_path, quickstart_model)
     job = quickstart_on_node("ok", namespace, real_node.name, trainer_on_node,
                              maxSteps=40, evalEverySteps=20, logEverySteps=10)
     job["spec"]["output"] |= {"saveEverySteps": 20}
@@ -278,17 +290,18 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
     assert "Succeeded" in res.stdout and "100%" in res.stdout
 
 
-def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namespace, own_node):
-    doc = {"outcome": "Failed", "reason": "DataError", "message": "/opt/data/train.jsonl:3: no messages key"}
-    annotations = {CHAOS + "/exit-code": "2", CHAOS + "/reason": "Error",
-                   CHAOS + "/message": "'" + json.dumps(doc) + "'", CHAOS + "/delay": "100ms", CHAOS + "/jitter-delay": "0s"}
-    assert apply(cp, ftj("bad", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"},
-                         annotations=annotations)).returncode == 0
-    obj = wait_phase(cp, "bad", namespace, "Failed")
+@pytest.mark.trainer_image
+def test_bad_data_fails_the_job_with_the_file_and_line_and_no_retry(
+        cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
+    quickstart_volumes(cp, namespace, tmp_path, quickstart_model, bad_line=3)
+    assert apply(cp, quickstart_on_node("bad", namespace, real_node.name, trainer_on_node, maxSteps=5)).returncode == 0
+    obj = wait_phase(cp, "bad", namespace, "Failed", timeout=300)
     c = condition(obj, "Failed")
     assert c["reason"] == "DataError" and "train.jsonl:3" in c["message"], c
     job = children(cp, namespace, "bad")["jobs"][0]
-    assert len(children(cp, namespace, "bad")["pods"]) == 1  # exit code 2: no retries
+    pods = children(cp, namespace, "bad")["pods"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]  # exit code 2: no retries
+    assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
     assert any(jc["type"] == "Failed" for jc in job["status"]["conditions"])
     warnings = [e for e in events(cp, "bad", namespace) if e["type"] == "Warning"]
     assert any("DataError" in e["message"] for e in warnings), warnings
