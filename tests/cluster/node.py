@@ -17,7 +17,9 @@ What this machine needs from it (docs/images.md says why each one):
 - a pod sandbox ("pause") image is made from the local base image (nothing can be pulled).
 
 The node is tainted (`TAINT`); pods that should run here tolerate it and select it by hostname, so the other
-cluster tests' pods never land on it. State, logs and sockets live in one temp dir that stop() removes.
+cluster tests' pods never land on it. State, logs and sockets live in one temp dir that stop() removes;
+containerd's image store is kept in the cache between sessions (`cache_dir`), so the trainer image (6 GB) is
+copied in once per build, not once per session.
 """
 
 from __future__ import annotations
