@@ -107,9 +107,16 @@ def _records() -> list[dict]:
     return out
 
 
-def release(workdir: Path, bridge: str, cgroup_root: str) -> None:
+def _names(node_id: str) -> tuple[str, str, str]:
+    """(bridge, cgroup root, CNI network) of node `node_id`; interface names have 15 characters at most."""
+    return f"ftn{node_id}", f"finetune-node-{node_id}", f"finetune-{node_id}"
+
+
+def release(workdir: Path, node_id: str) -> None:
     """Free what a node holds: its containers (runc), its containerd shims, the mounts under its dir, its
-    cgroups and its bridge. Safe to call twice and on a node whose processes are gone."""
+    cgroups, its bridge, and what the kubelet and CNI leave in fixed places (/var/log/containers links, the CNI
+    result cache). Safe to call twice and on a node whose processes are gone."""
+    bridge, cgroup_root, network = _names(node_id)
     runc_root = workdir / "containerd" / "runc" / "k8s.io"
     ids = [p.name for p in runc_root.iterdir() if p.is_dir()] if runc_root.is_dir() else []
     for cid in ids:
@@ -135,6 +142,11 @@ def release(workdir: Path, bridge: str, cgroup_root: str) -> None:
                 d.rmdir()
             root.rmdir()
     subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+    for link in Path("/var/log/containers").glob("*.log"):
+        if os.readlink(link).startswith(prefix):
+            link.unlink()
+    for cached in Path("/var/lib/cni/results").glob(f"{network}-*"):
+        cached.unlink()
 
 
 def _restore_sysctls(values: dict[str, str]) -> None:
@@ -152,7 +164,7 @@ def sweep_stale() -> None:
         if _alive(rec["pid"]):
             live.append(rec)
             continue
-        release(Path(rec["dir"]), rec["bridge"], rec["cgroup_root"])
+        release(Path(rec["dir"]), rec["id"])
         shutil.rmtree(rec["dir"], ignore_errors=True)
         Path(rec["file"]).unlink(missing_ok=True)
         if not [r for r in _records() if _alive(r["pid"])]:
@@ -174,8 +186,7 @@ class RealNode:
         key = hashlib.sha256(f"{PAUSE} {base_image}".encode()).hexdigest()[:12]
         self.pause_image = f"localhost/finetune/pause:{key}"
         self.id = uuid.uuid4().hex[:6]
-        self.bridge = f"ftn{self.id}"  # interface names: 15 characters at most
-        self.cgroup_root = f"finetune-node-{self.id}"
+        self.bridge, self.cgroup_root, self.network = _names(self.id)
         self.sock = self.dir / "containerd.sock"
         self.logs = self.dir / "logs"
         self.procs: dict[str, subprocess.Popen] = {}
@@ -204,8 +215,8 @@ class RealNode:
             k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
         RECORDS.mkdir(parents=True, exist_ok=True)
         self.record = RECORDS / f"{self.id}.json"
-        self.record.write_text(json.dumps({"pid": os.getpid(), "dir": str(self.dir), "bridge": self.bridge,
-                                           "cgroup_root": self.cgroup_root, "sysctls": self.saved_sysctls}))
+        self.record.write_text(json.dumps({"pid": os.getpid(), "dir": str(self.dir), "id": self.id,
+                                           "sysctls": self.saved_sysctls}))
         try:
             self._claim_cached_root()
             self._network()
@@ -223,7 +234,7 @@ class RealNode:
         self._terminate("kubelet")
         self._remove_containers()
         self._terminate("containerd")
-        release(self.dir, self.bridge, self.cgroup_root)
+        release(self.dir, self.id)
         if self._lock is not None:
             os.close(self._lock)  # gives the cached image store to the next session
             self._lock = None
@@ -359,7 +370,7 @@ class RealNode:
             subprocess.run(cmd, check=True, capture_output=True)
         (self.dir / "cni").mkdir(exist_ok=True)
         (self.dir / "cni" / "10-finetune.conflist").write_text(json.dumps({
-            "cniVersion": "1.0.0", "name": "finetune-pods",
+            "cniVersion": "1.0.0", "name": self.network,
             "plugins": [{"type": "bridge", "bridge": self.bridge, "isGateway": True, "ipMasq": False,
                          "hairpinMode": True,
                          "ipam": {"type": "host-local", "ranges": [[{"subnet": str(self.subnet)}]],
