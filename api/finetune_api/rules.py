@@ -80,7 +80,7 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "spec.method", "lora", "!has(self.lora) || !has(self.type) || self.type in ['lora', 'qlora']",
         "spec.method.lora applies only to method type lora or qlora",
-        lambda m: m.lora is None or m.type in ("lora", "qlora"),
+        lambda m: m.lora is None or m.is_adapter,
     ),
     Rule(
         "spec.method", "spectrum", "!has(self.spectrum) || (has(self.type) && self.type == 'spectrum')",
@@ -153,14 +153,14 @@ RULES: tuple[Rule, ...] = (
         "!has(self.objective) || !has(self.objective.type) || !(self.objective.type in ['dpo', 'orpo']) "
         "|| self.dataset.format == 'preference'",
         "spec.objective.type dpo/orpo trains on preference data: set spec.dataset.format to preference",
-        lambda s: s.objective.type not in ("dpo", "orpo") or s.dataset.format == "preference",
+        lambda s: not s.objective.is_preference or s.dataset.format == "preference",
     ),
     Rule(
         "spec", "dataset.format",
         "self.dataset.format != 'preference' || (has(self.objective) && has(self.objective.type) "
         "&& self.objective.type in ['dpo', 'orpo'])",
         "spec.dataset.format preference needs spec.objective.type dpo or orpo",
-        lambda s: s.dataset.format != "preference" or s.objective.type in ("dpo", "orpo"),
+        lambda s: s.dataset.format != "preference" or s.objective.is_preference,
     ),
     Rule(
         "spec", "dataset.packing",
@@ -173,7 +173,7 @@ RULES: tuple[Rule, ...] = (
         "!has(self.output.mergeAdapter) || !self.output.mergeAdapter || !has(self.method) "
         "|| !has(self.method.type) || self.method.type in ['lora', 'qlora']",
         "spec.output.mergeAdapter needs an adapter: method type lora or qlora",
-        lambda s: not s.output.merge_adapter or s.method.type in ("lora", "qlora"),
+        lambda s: not s.output.merge_adapter or s.method.is_adapter,
     ),
 )
 
