@@ -257,7 +257,6 @@ class RealNode:
             if self._loaded_build(ref) == build_id:
                 (self.logs / "images.log").open("a").write(f"{ref} already loaded ({build_id[:12]})\n")
                 continue
-            self._forget(ref)
             push = subprocess.Popen(
                 ["buildah", *self.store_flags, "push", "-q", ref, f"docker-archive:/dev/stdout:{ref}"],
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -268,12 +267,12 @@ class RealNode:
                 raise ControlPlaneError(f"loading {ref} into containerd failed: {push_err} {res.stderr}")
             subprocess.run(self._ctr("images", "label", ref, f"{BUILD_LABEL}={build_id}"), capture_output=True,
                            check=True)
+            self._drop_unnamed()
             (self.logs / "images.log").open("a").write(f"{ref} {time.monotonic() - t:.1f}s\n")
 
-    def _forget(self, ref: str) -> None:
-        """Drop an older build of `ref` from containerd, and the image-id names the CRI plugin adds that no
-        longer name a tagged image, so that its content and snapshots are collected (the store stays one build)."""
-        subprocess.run(self._ctr("images", "rm", "--sync", ref), capture_output=True, timeout=300)
+    def _drop_unnamed(self) -> None:
+        """Drop the image-id names the CRI plugin gave older builds: once a new build took the tag, they are all
+        that keeps an old build's content and snapshots (layers the new build shares stay)."""
         rows = [line.split() for line in
                 subprocess.run(self._ctr("images", "ls"), capture_output=True, text=True).stdout.splitlines()[1:]]
         named = {row[2] for row in rows if not row[0].startswith("sha256:")}
