@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the "cluster" test tier's binaries from the Go module proxy, once, into a cache outside the clone:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, and the kubelet of the
+#   tier's real node (tests/cluster/node.py; its containerd and runc come from Debian: install-image-tools.sh).
 # None of them ship in Debian or PyPI and no prebuilt download is reachable here, so we compile them
 # (see shared/cluster-tier.md). Idempotent: a binary already in the bin dir is skipped; each one is built
 # in a temp dir and renamed into place, so a half-built binary never shows up. Prints the bin dir last
@@ -10,7 +11,7 @@
 #   FORCE=1          rebuild everything
 set -euo pipefail
 
-K8S_VERSION=1.34.2      # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+K8S_VERSION=1.34.2      # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.7.0      # 0.8.0 has no built-in stages when run standalone
 HELM_VERSION=3.21.4
@@ -44,10 +45,10 @@ have() { [[ -x "$BIN/$1" ]]; }
 # install_bins DIR NAME...: rename built binaries into the bin dir (same filesystem, so atomic).
 install_bins() { local d=$1; shift; for b in "$@"; do chmod 0755 "$d/$b"; mv -f "$d/$b" "$BIN/$b"; done; }
 
-# --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl -------------------------------------
+# --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet -----------------------------
 # k8s.io/kubernetes replaces its ~31 staging modules with ./staging/...; a wrapper module points each one at
 # its published tag v0.<minor>.<patch> instead.
-K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 missing=(); for c in "${K8S_CMDS[@]}"; do have "$c" || missing+=("$c"); done
 if ((${#missing[@]})); then
   t=$SECONDS; log "building ${missing[*]} v$K8S_VERSION"

@@ -344,6 +344,7 @@ current-context: test
             "--service-cluster-ip-range=10.0.0.0/24",  # ClusterIP bookkeeping only; nothing routes there
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # a loopback address is not a valid Endpoints address
+            "--kubelet-preferred-address-types=InternalIP",  # a real node's name does not resolve (kubectl logs)
             "--profiling=false",
         )
         self._wait("kube-apiserver", lambda: self._api_get("/readyz")[0] == 200, "/readyz")
