@@ -46,7 +46,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="train locally (CPU or local GPUs), the way a pod does")
     p.add_argument("spec")
     p.set_defaults(func=_lazy("local_commands", "cmd_run"))
+    _cluster_commands(sub)
     return ap
+
+
+def _duration(text: str) -> float:
+    """Seconds from `90`, `90s`, `15m` or `2h`."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    try:
+        return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 15m, 2h)") from None
+
+
+def _cluster_commands(sub) -> None:
+    """submit/status/logs/cancel/resume/list: the current kube context, like kubectl (cluster_commands.py)."""
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("-n", "--namespace", default=None, help="namespace (default: the context's, else default)")
+    where.add_argument("--context", default=None, help="kubeconfig context (default: the current one)")
+    watching = argparse.ArgumentParser(add_help=False)
+    watching.add_argument("-w", "--watch", action="store_true",
+                          help="follow progress and conditions until the job ends; exit 0 Succeeded, 1 Failed, "
+                               "143 Suspended")
+    watching.add_argument("--timeout", type=_duration, default=None,
+                          help="stop watching after this long (e.g. 30m; exit 124, the job goes on)")
+    p = sub.add_parser("submit", parents=[where, watching], help="create the FineTuneJob in the current kube context")
+    p.add_argument("spec")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_submit"))
+    p = sub.add_parser("status", parents=[where], help="phase, progress, conditions, result, pods and events of a job")
+    p.add_argument("name")
+    p.add_argument("-o", "--output", choices=["text", "json"], default="text", help="json: the status object")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_status"))
+    p = sub.add_parser("logs", parents=[where], help="the trainer log of one node rank (pod) of a job")
+    p.add_argument("name")
+    p.add_argument("-f", "--follow", action="store_true", help="stream until the pod ends (and its restarts)")
+    p.add_argument("--rank", type=int, default=0, help="node rank: the job's pod with this index (default 0, "
+                   "the one that logs progress)")
+    p.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    p.add_argument("--wait", type=_duration, default=300.0,
+                   help="with -f, how long to wait for a pod to start (default 300s)")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_logs"))
+    p = sub.add_parser("cancel", parents=[where],
+                       help="suspend a job (its pods stop after a checkpoint), or --delete it and its children")
+    p.add_argument("name")
+    p.add_argument("--delete", action="store_true", help="delete the FineTuneJob (and, by ownership, its Job and pods)")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_cancel"))
+    p = sub.add_parser("resume", parents=[where, watching], help="resume a suspended job from its newest checkpoint")
+    p.add_argument("name")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_resume"))
+    p = sub.add_parser("list", parents=[where], help="the FineTuneJobs of a namespace: phase, progress, loss, model, "
+                       "method, GPUs")
+    p.add_argument("-A", "--all-namespaces", action="store_true")
+    p.set_defaults(func=_lazy("cluster_commands", "cmd_list"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -35,3 +35,13 @@ def test_validate_does_not_import_torch():
     code = ("import sys; from finetune_cli.main import main; main(['validate', %r]); "
             "assert 'torch' not in sys.modules, 'validate imported torch'" % str(QUICKSTART))
     subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_only_the_cluster_commands_import_the_kubernetes_client():
+    code = ("import sys; from finetune_cli.main import main; main(['validate', %r]); "
+            "assert 'kubernetes' not in sys.modules, 'validate imported kubernetes'" % str(QUICKSTART))
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    trainer = REPO / "trainer" / "finetune_trainer"
+    importers = [p for p in trainer.rglob("*.py") if "import kubernetes" in p.read_text()
+                 or "from kubernetes" in p.read_text()]
+    assert importers == []
