@@ -23,7 +23,8 @@ def _describe_type(annotation: Any) -> str:
     if isinstance(annotation, type):
         return annotation.__name__
     text = repr(annotation).replace("typing.", "").replace("finetune_api.", "")
-    for mod in ("model.", "dataset.", "method.", "training.", "output.", "volume.", "scheduling.", "status.", "job."):
+    for mod in ("model.", "dataset.", "method.", "training.", "output.", "volume.", "scheduling.", "status.", "job.",
+                "serving."):
         text = text.replace(mod, "")
     return text.replace("Annotated[int, Gt(gt=0)]", "int>0").replace("Annotated[int, Ge(ge=0)]", "int>=0")
 

@@ -48,6 +48,15 @@ def cmd_run(args) -> int:
     print(f"tensorboard: tensorboard --logdir {out / 'runs'}")
     if (out / "training_curves.png").exists():
         print(f"curves:      {out / 'training_curves.png'}")
+    from finetune_trainer.serving import handoff
+
+    serving = handoff(cfg, m)
+    print(f"serve:       {serving['vllm']['command']}")
+    if serving.get("vllm_merged"):
+        print(f"             {serving['vllm_merged']['command']}  (the merged model)")
+    ready = serving["ready_to_serve"]
+    if ready["reason"] != "NoGate":
+        print(f"ready to serve: {'yes' if ready['status'] == 'True' else 'no'} ({ready['message']})")
     return 0
 
 

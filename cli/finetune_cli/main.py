@@ -36,6 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--namespace", default="default")
     p.add_argument("--uid", default="00000000-0000-0000-0000-000000000000", help="owner uid to reference")
     p.add_argument("--image", default=None, help="trainer image (default: the operator's default)")
+    p.add_argument("--serving", action="store_true",
+                   help="print how the result will be served instead: a vLLM command and a KServe InferenceService")
     p.set_defaults(func=_lazy("render_command", "cmd_render"))
     p = sub.add_parser("plan", help="print the launch plan: strategy, micro-batch, checkpointing, memory and disk")
     p.add_argument("spec")

@@ -41,6 +41,14 @@ CASES = [  # (bad patch, good patch, expected message fragment)
     (dict(dataset__format="preference", objective__type="dpo", dataset__packing=True),
      dict(dataset__format="preference", objective__type="dpo"), "packing does not apply to preference"),
     (dict(method__type="full", output__mergeAdapter=True), dict(output__mergeAdapter=True), "mergeAdapter needs an adapter"),
+    (dict(serving__gate={}, dataset__validationSplit=0.1),
+     dict(serving__gate={"maxEvalLoss": 1.0}, dataset__validationSplit=0.1), "spec.serving.gate sets no threshold"),
+    (dict(serving__gate={"maxEvalLoss": 1.0}),
+     dict(serving__gate={"maxEvalLoss": 1.0}, dataset__validationPaths=["/v.jsonl"]), "judges the end-of-run evaluation"),
+    (dict(serving__gate={"minExactMatch": 0.5}, dataset__validationSplit=0.1, dataset__format="preference",
+          objective__type="dpo"),
+     dict(serving__gate={"maxEvalLoss": 2.0}, dataset__validationSplit=0.1, dataset__format="preference",
+          objective__type="dpo"), "minExactMatch needs objective sft or cpt"),
 ]
 
 
