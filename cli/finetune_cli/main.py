@@ -39,11 +39,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--serving", action="store_true",
                    help="print how the result will be served instead: a vLLM command and a KServe InferenceService")
     p.set_defaults(func=_lazy("render_command", "cmd_render"))
-    p = sub.add_parser("plan", help="print the launch plan: strategy, micro-batch, checkpointing, memory and disk")
-    p.add_argument("spec")
+    p = sub.add_parser("plan", help="print the launch plan: strategy, micro-batch, checkpointing, GPU and host "
+                       "memory, disk; or with --model and --node, what fits on a node")
+    p.add_argument("spec", nargs="?", help="a FineTuneJob file (or give --model)")
+    p.add_argument("--model", default=None, help="a hub id (e.g. meta-llama/Llama-3.1-70B) or a folder with "
+                   "config.json: print every method x strategy on the node instead of one spec's plan")
+    p.add_argument("--node", default=None, help="a node preset: 1xH100, 8xH100, 1xH200, 2xH200, 8xH200")
     p.add_argument("--gpu-memory", default=None, help="memory per GPU to plan for, e.g. 80GiB or 141GiB "
-                   "(default: this machine's first GPU)")
-    p.add_argument("--gpus", type=int, default=None, help="GPUs per node to plan for (default: the spec's, or 1)")
+                   "(default: the node's, or this machine's first GPU)")
+    p.add_argument("--gpus", type=int, default=None, help="GPUs per node to plan for (default: the node's, the "
+                   "spec's, or 1)")
+    p.add_argument("--host-memory", default=None, help="host memory per node, e.g. 512GiB (default: the node "
+                   "preset's, else this machine's)")
+    p.add_argument("--max-length", type=int, default=2048, help="with --model: tokens per example (default 2048)")
+    p.add_argument("--global-batch", type=int, default=16, help="with --model: examples per step (default 16)")
     p.set_defaults(func=_lazy("local_commands", "cmd_plan"))
     p = sub.add_parser("run", help="train locally (CPU or local GPUs), the way a pod does")
     p.add_argument("spec")

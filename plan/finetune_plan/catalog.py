@@ -4,7 +4,8 @@ Why: the operator plans before any pod exists and cannot read a model on a volum
 many clusters), and `finetune plan --model <hub id>` answers for a machine and a model you do not have. For the
 models users of this field fine-tune most, the few numbers the planner needs are copied here from each model's
 published config.json (hidden size, MLP width, layers, attention and key/value heads, head size, vocabulary,
-tied embeddings). Any other model is planned from its own config.json where it can be read.
+tied embeddings; experts and experts per token for a mixture of experts). Any other model is planned from its
+own config.json where it can be read.
 """
 
 from __future__ import annotations
@@ -17,6 +18,11 @@ from .memory import ModelShape
 def _llama(vocab, hidden, inter, layers, heads, kv, head_dim=None, tied=False) -> ModelShape:
     return ModelShape(vocab=vocab, hidden=hidden, intermediate=inter, layers=layers, heads=heads, kv_heads=kv,
                       head_dim=head_dim or hidden // heads, tied=tied)
+
+
+def _moe(vocab, hidden, expert_inter, layers, heads, kv, head_dim, experts, per_token, tied=False) -> ModelShape:
+    return ModelShape(vocab=vocab, hidden=hidden, intermediate=expert_inter, layers=layers, heads=heads, kv_heads=kv,
+                      head_dim=head_dim, tied=tied, experts=experts, experts_per_token=per_token)
 
 
 SHAPES: dict[str, ModelShape] = {
@@ -36,6 +42,10 @@ SHAPES: dict[str, ModelShape] = {
     "microsoft/phi-3.5-mini-instruct": _llama(32064, 3072, 8192, 32, 32, 32),
     "google/gemma-2-9b": _llama(256000, 3584, 14336, 42, 16, 8, 256, tied=True),
     "google/gemma-2-27b": _llama(256000, 4608, 36864, 46, 32, 16, 128, tied=True),
+    # mixtures of experts (116.8B / 20.9B parameters, 4 of 128 / 32 experts per token); the hub's MXFP4 experts
+    # load as bf16 in the trainer (transformers dequantizes them), so they are counted at 2 bytes
+    "openai/gpt-oss-120b": _moe(201088, 2880, 2880, 36, 64, 8, 64, 128, 4),
+    "openai/gpt-oss-20b": _moe(201088, 2880, 2880, 24, 64, 8, 64, 32, 4),
 }
 _SUFFIXES = ("-instruct", "-it")
 
