@@ -111,7 +111,6 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
         gpus_visible, gpu_bytes: override GPU detection (tests, planning for another machine).
 
     Raises:
-        NotSupportedYet: an option this version cannot run.
         EnvironmentProblem: the machine cannot run the spec as written.
         DoesNotFit: nothing fits the GPU memory.
     """
