@@ -136,3 +136,16 @@ def test_a_missing_claim_is_named(cp, operator, shell):
     assert "Unschedulable" in out and 'persistentvolumeclaim "finetune-data" not found' in out, out
     assert "Unschedulable" in ok(shell(events))
     assert "finetune-data" in ok(shell(describe))
+
+
+def test_a_missing_priority_class_shows_in_the_events(cp, operator, shell):
+    ns = shell.namespace
+    provide_volume(cp, ns, "finetune-data", create_claim=True)
+    provide_volume(cp, ns, "llama-lora-output")
+    job = yaml.safe_load(EXAMPLE.read_text())
+    job["metadata"]["namespace"] = ns
+    job["spec"]["scheduling"] = {"priorityClassName": "no-such-class"}
+    cp.apply(job)
+    events = blocks()["troubleshoot"].commands[1]
+    wait_for(lambda: "FailedCreate" in ok(shell(events)), 90, "the Job's FailedCreate event")
+    assert "no PriorityClass with name no-such-class was found" in ok(shell(events))
