@@ -40,11 +40,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from run import PEAK, doc_len, flops_per_token  # noqa: E402
-from workloads import (LLAMA_31_8B, LLAMA_32_1B, WORKLOADS, Workload, build_model_dir, smoke,  # noqa: E402
-                       synthetic_examples)
+from workloads import (LLAMA_31_8B, LLAMA_31_70B, LLAMA_32_1B, WORKLOADS, Workload, build_model_dir,  # noqa: E402
+                       smoke, synthetic_examples)
 
 W4 = Workload("W4", "Llama-3.1-8B", LLAMA_31_8B, "full")
 W5 = replace(WORKLOADS["W1"], id="W5")
+W6 = replace(WORKLOADS["W1"], id="W6", model="Llama-3.1-70B", config=LLAMA_31_70B)
 WORDS = 1500  # distinct words, each one token of the tokenizer trained on them
 T0 = time.perf_counter()
 
@@ -67,11 +68,19 @@ def write_data(path: Path, n: int, seed: int, max_length: int) -> list[int]:
     return lengths
 
 
-def build_model(w: Workload, root: Path, data: Path) -> Path:
-    """bench's random-weight model for `w` plus a word-level BPE tokenizer trained on the data."""
+def build_model(w: Workload, root: Path, data: Path, weights: bool = True) -> Path:
+    """bench's random-weight model for `w` plus a word-level BPE tokenizer trained on the data; without
+    `weights`, only config.json (the run fills its shards with random weights: FINETUNE_RANDOM_WEIGHTS=1)."""
     from finetune_trainer.tiny_model import texts_of_jsonl, train_tokenizer
 
-    d = build_model_dir(w, root / w.id)
+    if weights:
+        d = build_model_dir(w, root / w.id)
+    else:
+        from transformers import LlamaConfig
+
+        d = root / w.id
+        d.mkdir(parents=True, exist_ok=True)
+        LlamaConfig(**w.config).save_pretrained(d)
     if not (d / "tokenizer.json").exists():
         train_tokenizer(texts_of_jsonl([data])[:4000], vocab_size=min(WORDS + 600, w.config["vocab_size"])
                         ).save_pretrained(d)
@@ -104,9 +113,12 @@ def job_yaml(name: str, w: Workload, model_dir: Path, data: Path, out: Path, *, 
     return json.dumps(spec, indent=1)
 
 
+RANDOM_WEIGHTS: dict = {}  # set for W6: FINETUNE_RANDOM_WEIGHTS=1 (a 70B model's weights do not fit the disk)
+
+
 def run_env(gpus: int, smoke_run: bool) -> dict:
     """The environment for `finetune run` on the first `gpus` GPUs (or that many CPU processes with --smoke)."""
-    env = dict(os.environ)
+    env = dict(os.environ, **RANDOM_WEIGHTS)
     if smoke_run:
         env["FINETUNE_CPU_PROCESSES"] = str(gpus)
     else:
@@ -145,9 +157,23 @@ def reload_output(out: Path, smoke_run: bool) -> dict:
     return res
 
 
+def reload_adapter(out: Path, w: Workload) -> dict:
+    """Read the written adapter back as peft would (config + tensors): every adapted layer there, finite."""
+    import torch
+    from peft import LoraConfig
+    from safetensors.torch import load_file
+
+    conf = LoraConfig.from_pretrained(out)
+    t = load_file(out / "adapter_model.safetensors")
+    layers = w.config["num_hidden_layers"]
+    return {"loaded": True, "rank": conf.r, "tensors": len(t), "expected_tensors": layers * 7 * 2,
+            "finite": all(bool(torch.isfinite(x).all()) for x in t.values()),
+            "lora_B_nonzero": any(bool(x.abs().sum() > 0) for k, x in t.items() if "lora_B" in k)}
+
+
 def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, logf: Path, *, gpus: int,
             strategy: str, steps: int, micro, accumulation, checkpointing, warmup: int, fpt: float,
-            smoke_run: bool, check_load: bool = False) -> dict:
+            smoke_run: bool, check_load: bool = False, check_adapter: bool = False) -> dict:
     """Plan, run and measure one job; the outputs are deleted afterwards (disk), the metrics kept."""
     jdir = work / name
     shutil.rmtree(jdir, ignore_errors=True)
@@ -187,6 +213,8 @@ def one_run(name: str, w: Workload, model_dir: Path, data: Path, work: Path, log
         r["output_gib"] = round(sum(f.stat().st_size for f in (jdir / "out").iterdir() if f.is_file()) / 2 ** 30, 2)
         if check_load:
             r["reload"] = reload_output(jdir / "out", smoke_run)
+        if check_adapter:
+            r["adapter"] = reload_adapter(jdir / "out", w)
         m = json.loads(man.read_text())["metrics"]
         r["peak_gib"] = m.get("peak_memory_gib")
         r["peak_gib_per_rank"] = m.get("peak_memory_gib_per_rank")
@@ -260,6 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--smoke", action="store_true", help="2-layer model, CPU processes: checks the harness only")
     ap.add_argument("--small", action="store_true", help="Llama-3.2-1B's architecture instead of 3.1-8B's")
     ap.add_argument("--strategies", default="fsdp,deepspeed-zero3", help="W4's strategies, in order")
+    ap.add_argument("--w6-checkpointing", default="auto", choices=["auto", "true", "false"],
+                    help="W6's spec.training.gradientCheckpointing (auto: the planner's)")
+    ap.add_argument("--w6-micro", default="auto", help="W6's spec.training.microBatchSize (auto: the planner's)")
     a = ap.parse_args(argv)
     import torch
 
@@ -271,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
     short += "-small" if a.small else ""
     short += "" if a.runs == "w5,w4,resume" else "-" + a.runs.replace(",", "-")
     short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
+    short += "" if a.w6_checkpointing == "auto" else f"-ckpt-{a.w6_checkpointing}"
+    short += "" if a.w6_micro == "auto" else f"-micro-{a.w6_micro}"
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
     logf = out / f"multi-gpu-{short}-{date}.log"
@@ -289,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
                    "doc_len_token_weighted_words": round(t_len)}
     save = lambda: path.write_text(json.dumps(doc, indent=1))  # noqa: E731
     runs = a.runs.split(",")
+    w6_ck = {"auto": "auto", "true": True, "false": False}[a.w6_checkpointing]
+    w6_micro = a.w6_micro if a.w6_micro == "auto" else int(a.w6_micro)
     common = dict(steps=a.steps, warmup=a.warmup_steps, smoke_run=a.smoke)
     if "w5" in runs:
         md = build_model(w5, models, data)
@@ -317,6 +352,27 @@ def main(argv: list[str] | None = None) -> int:
             n = min(len(la), len(lb))
             res["loss_rel_diff_mean"] = round(abs(sum(la[:n]) - sum(lb[:n])) / abs(sum(la[:n])), 5)
             res["loss_rel_diff_max_step"] = round(max(abs(x - y) / abs(x) for x, y in zip(la, lb)), 5)
+        save()
+    if "w6" in runs:  # the seeds' claim: 70B LoRA on one 2xH200 node (FSDP2-sharded frozen base)
+        w6 = smoke(W6) if a.smoke else W6
+        md = build_model(w6, models, data, weights=False)
+        RANDOM_WEIGHTS["FINETUNE_RANDOM_WEIGHTS"] = "1"
+        res = doc["results"].setdefault(w6.id, {})
+        res["lora_fsdp"] = one_run("w6_lora", w6, md, data, work, logf, gpus=a.gpus,
+                                   strategy="fsdp" if a.smoke else "auto",  # on CPUs auto would not shard
+                                   fpt=flops_per_token(w6, t_len), micro="auto", accumulation="auto",
+                                   checkpointing=w6_ck, check_adapter=True, **common)
+        RANDOM_WEIGHTS.clear()
+        save()
+    if "w6q" in runs and not a.smoke:  # ... and QLoRA on one GPU (random NF4 base, quantised on the GPU)
+        w6q = replace(W6, method="qlora")
+        md = build_model(w6q, models, data, weights=False)
+        RANDOM_WEIGHTS["FINETUNE_RANDOM_WEIGHTS"] = "1"
+        res = doc["results"].setdefault("W6", {})
+        res["qlora_1gpu"] = one_run("w6_qlora", w6q, md, data, work, logf, gpus=1, strategy="auto",
+                                    fpt=flops_per_token(w6q, t_len), micro=w6_micro, accumulation="auto",
+                                    checkpointing=w6_ck, check_adapter=True, **common)
+        RANDOM_WEIGHTS.clear()
         save()
     if "resume" in runs:
         md = build_model(w5, models, data)

@@ -84,6 +84,16 @@ def _structural(node: dict) -> dict:
             node[bound] = node.pop(strict)  # OpenAPI v3.0: the bound is a number, "exclusive" a flag
             node[strict] = True
     t = node.get("type")
+    if t == "object" and "patternProperties" in node:  # a map with checked keys (labels): no such structural form
+        (key_pattern, value), = node.pop("patternProperties").items()
+        names = node.pop("propertyNames", {})
+        node["additionalProperties"] = value
+        cel_pattern = key_pattern.replace("\\", "\\\\")  # inside a CEL string literal
+        size = f" && size(k) <= {names['maxLength']}" if "maxLength" in names else ""
+        node.setdefault("x-kubernetes-validations", []).append({
+            "rule": f"self.all(k, k.matches('{cel_pattern}'){size})",
+            "message": "keys must be label keys: an optional DNS-subdomain prefix and '/', then letters, digits, "
+                       "'-', '_' or '.', starting and ending with a letter or digit"})
     if t == "object":
         props = node.get("properties")
         if props is not None:
@@ -102,7 +112,10 @@ def _structural(node: dict) -> dict:
 def _at(schema: dict, dotted: str) -> dict:
     node = schema
     for part in dotted.split(".")[1:]:
-        node = node["properties"][part]
+        if part.endswith("[]"):  # the items of a list (rules on each toleration)
+            node = node["properties"][part[:-2]]["items"]
+        else:
+            node = node["properties"][part]
     return node
 
 
@@ -135,6 +148,10 @@ def openapi_schema() -> dict:
         "type": "object",
         "description": FineTuneJob.__doc__.strip(),
         "required": ["spec"],
+        # a custom resource's name may be a 253-character DNS subdomain; this one names pods and Services
+        "x-kubernetes-validations": [{"rule": "size(self.metadata.name) <= 63",
+                                      "message": "metadata.name must be at most 63 characters: it names the "
+                                                 "trainer pods and the Service (a DNS label)"}],
         "properties": {
             "apiVersion": {"type": "string", "description": "finetune.io/v1alpha1"},
             "kind": {"type": "string", "description": "FineTuneJob"},

@@ -7,6 +7,7 @@ from typing import Optional
 from pydantic import Field
 
 from .base import SpecModel
+from .kube_types import NO_NUL
 from .volume import OutputVolume
 
 
@@ -14,7 +15,7 @@ class OutputSpec(SpecModel):
     """The output directory and the checkpoint policy."""
 
     path: str = Field(
-        ..., min_length=1, max_length=4096,
+        ..., min_length=1, max_length=4096, pattern=NO_NUL,
         description="Directory the adapter (or full weights), tokenizer, manifest.json, checkpoints/ and "
         "TensorBoard events are written to. Locally a filesystem path (relative to the spec file); in a "
         "cluster the path inside `volume`.",

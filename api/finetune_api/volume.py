@@ -11,8 +11,8 @@ from typing import Optional
 from pydantic import Field
 
 from .base import SpecModel
-
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+from .kube_types import DNS_SUBDOMAIN as _DNS_LABEL
+from .kube_types import NO_NUL, SECRET_KEY
 
 
 class VolumeSource(SpecModel):
@@ -21,7 +21,8 @@ class VolumeSource(SpecModel):
     claim_name: str = Field(
         ..., max_length=253, pattern=_DNS_LABEL, description="Name of a PersistentVolumeClaim in the job's namespace."
     )
-    sub_path: Optional[str] = Field(None, max_length=4096, description="Sub-directory of the volume to mount.")
+    sub_path: Optional[str] = Field(None, max_length=4096, pattern=NO_NUL,
+                                    description="Sub-directory of the volume to mount (relative, no '..').")
 
 
 class NewVolume(SpecModel):
@@ -34,7 +35,7 @@ class NewVolume(SpecModel):
         "knows (well-known hub ids); `finetune plan` prints the figure for any other.",
     )
     storage_class_name: Optional[str] = Field(
-        None, max_length=253, description="StorageClass of the new claim; the cluster default when unset."
+        None, max_length=253, pattern=_DNS_LABEL, description="StorageClass of the new claim; the cluster default when unset."
     )
 
 
@@ -54,4 +55,4 @@ class SecretKeyRef(SpecModel):
     """A key of a Secret in the job's namespace."""
 
     name: str = Field(..., max_length=253, pattern=_DNS_LABEL, description="Name of the Secret.")
-    key: str = Field("token", max_length=253, description="Key inside the Secret.")
+    key: str = Field("token", max_length=253, pattern=SECRET_KEY, description="Key inside the Secret.")

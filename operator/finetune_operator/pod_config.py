@@ -62,18 +62,48 @@ def resolve_path(path: Optional[str], mount: str, has_volume: bool, field: str) 
         `mount/path` inside a volume; without one, an absolute path as-is (baked into the image).
 
     Raises:
-        RenderError: a relative path with no volume to be relative to.
+        RenderError: a relative path with no volume to be relative to, or a path that leaves its volume.
     """
     if path is None:
         return None
     if has_volume:
-        return posixpath.normpath(posixpath.join(mount, path.lstrip("/")))
+        resolved = posixpath.normpath(posixpath.join(mount, path.lstrip("/")))
+        if resolved != mount and not resolved.startswith(mount + "/"):
+            raise RenderError(f"{field} {path!r} leaves its volume (it would be {resolved} in the pod, outside "
+                              f"{mount}); give a path inside the volume, without '..'")
+        return resolved
     if not path.startswith("/"):
         raise RenderError(
             f"{field} is the relative path {path!r} but no volume is given for it: in a cluster set the "
             f"matching volume (a PersistentVolumeClaim) or use an absolute path inside the image"
         )
-    return path
+    return posixpath.normpath(path)
+
+
+def check_output_on_volume(cfg: TrainerConfig) -> None:
+    """Refuse an output the pod cannot keep: without an output volume only /tmp (an emptyDir) is writable — the
+    trainer's root filesystem is read-only — and what is written there is lost with the pod (smoke tests only).
+
+    Raises:
+        RenderError: names spec.output.path and what to set.
+    """
+    out = cfg.output_dir
+    if cfg.job.spec.output.volume is None and out != "/tmp" and not out.startswith("/tmp/"):
+        raise RenderError(f"spec.output.path {out!r} is not on a volume: the trainer's root filesystem is "
+                          f"read-only and results written outside a volume are lost with the pod; set "
+                          f"spec.output.volume (claimName, or create: {{size: 20Gi}})")
+
+
+def check_output_path(output_dir: str, inputs: dict[str, Optional[str]]) -> None:
+    """Refuse an output folder that is (or holds) the model's folder or a data path.
+
+    Raises:
+        RenderError: names spec.output.path and the input.
+    """
+    for field, value in inputs.items():
+        if value and (value == output_dir or value.startswith(output_dir.rstrip("/") + "/")):
+            raise RenderError(f"spec.output.path {output_dir!r} is also {field} (or holds it); the trainer would "
+                              "write over its own input: choose another output path")
 
 
 def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
@@ -83,7 +113,7 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
     when tools annotate the object or a user suspends it (the ConfigMap is immutable).
 
     Raises:
-        RenderError: a path cannot be resolved inside the pod.
+        RenderError: a path cannot be resolved inside the pod, or the output is not on a volume or is an input.
     """
     spec = job.spec
     model_vol = spec.model.volume is not None
@@ -103,14 +133,19 @@ def build_trainer_config(job: FineTuneJob) -> TrainerConfig:
     except UserError as e:
         raise RenderError(str(e)) from None
     ns = job.metadata.namespace or "default"
+    output_dir = resolve_path(spec.output.path, OUTPUT_MOUNT, out_vol, "spec.output.path")
+    model_path = resolve_path(spec.model.path, MODEL_MOUNT, model_vol, "spec.model.path")
+    data_paths = [resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.paths") for p in spec.dataset.paths] \
+        if spec.dataset.paths else None
+    check_output_path(output_dir, {"spec.model.path": model_path,
+                                            **{f"spec.dataset.paths[{i}]": p for i, p in enumerate(data_paths or [])}})
     return TrainerConfig(
         job=pinned,
-        model_path=resolve_path(spec.model.path, MODEL_MOUNT, model_vol, "spec.model.path"),
-        dataset_paths=[resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.paths") for p in spec.dataset.paths]
-        if spec.dataset.paths else None,
+        model_path=model_path,
+        dataset_paths=data_paths,
         validation_paths=[resolve_path(p, DATA_MOUNT, data_vol, "spec.dataset.validationPaths")
                           for p in spec.dataset.validation_paths] if spec.dataset.validation_paths else None,
-        output_dir=resolve_path(spec.output.path, OUTPUT_MOUNT, out_vol, "spec.output.path"),
+        output_dir=output_dir,
         plan=plan,
         rendezvous=Rendezvous(host=names.master_addr(job.metadata.name, ns), port=RDZV_PORT) if nodes > 1 else None,
         metrics_port=METRICS_PORT,

@@ -172,7 +172,7 @@ def test_every_example_creates_owned_children_with_hardened_gpu_pods(cp, operato
             c = ps["containers"][0]
             assert ps["securityContext"]["runAsNonRoot"] is True and ps["automountServiceAccountToken"] is False
             assert c["securityContext"]["capabilities"]["drop"] == ["ALL"]
-            assert c["command"][0] == "torchrun"
+            assert c["command"][0] == "finetune-train"
             gpus = spec.get("distributed", {}).get("gpusPerNode", "auto")
             want = None if gpus == 0 else str(1 if gpus == "auto" else gpus)
             assert c["resources"]["limits"].get("nvidia.com/gpu") == want, name

@@ -166,7 +166,7 @@ class _Signals:
 def run_workers(cfg: TrainerConfig, run_dir: Path, node: int = 0, echo=print) -> tuple[int, Optional[Failure]]:
     """Start this node's workers and wait for them; returns (exit code, the first failure or None)."""
     cfg_path = run_dir / "config.json"
-    cfg_path.write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
+    cfg_path.write_text(cfg.to_json(), encoding="utf-8")
     rdzv = cfg.rendezvous
     master = (rdzv.host, rdzv.port) if rdzv and cfg.nodes > 1 else ("127.0.0.1", _free_port())
     cmd = [sys.executable, "-m", WORKER_MODULE, "--config", str(cfg_path)]
@@ -282,6 +282,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = TrainerConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
         cfg = complete_plan(cfg)
         from finetune_plan import describe
+
+        from .capabilities import check_supported
+
+        check_supported(cfg)
 
         print("plan: " + "; ".join(line.split(":", 1)[0] + ":" + line.split(":", 1)[1].strip()
                                    for line in describe(cfg.plan)), flush=True)

@@ -87,12 +87,7 @@ def run(cfg: TrainerConfig, d: Dist) -> dict[str, Any]:
             ses.record_eval(s, evaluate())
         ses.checkpoint_if_due(s)
 
-    summary: dict[str, Any] = {"steps": s.step, "final_loss": last.get("loss"), "trainable_parameters": s.n_trainable,
-                               "data": s.data.report.as_dict()}
-    if initial is None and d.main:
-        initial = history.eval_at_step0(s.out)
-    if initial is not None:
-        summary |= {f"initial_{k}": v for k, v in initial.items()}
+    summary = ses.summary_of(s, last, initial)
     if s.data.validation:
         final = evaluate()
         summary |= {"final_eval_loss" if k == "eval_loss" else k: v for k, v in final.items()}

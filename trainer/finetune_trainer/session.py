@@ -119,10 +119,13 @@ def open_session(cfg: TrainerConfig, d: Dist, preference: bool) -> Session:
               "nothing to do")
         return s
     check_targets(meta_model(cfg), cfg)  # before any weight loads
-    model = load_model(cfg, d.local_rank)
+    from . import sharded_load
+
+    in_shards = sharded_load.applies(cfg)  # FSDP: built on the meta device, each rank loads only its shards
+    model = sharded_load.build_meta(cfg) if in_shards else load_model(cfg, d.local_rank)
     model, spectrum_scan = apply_method(model, cfg, rank=d.rank, world=d.world, all_sum=s.gsum)
     n_ckpt = enable_checkpointing(model, plan.checkpointing, plan.checkpoint_layers)
-    if spec.method.type != "qlora":  # a 4-bit model is placed by device_map at load
+    if spec.method.type != "qlora" and not in_shards:  # a 4-bit model is placed by device_map at load
         model.to(d.device)
     s.model = model
     s.n_trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
@@ -134,6 +137,11 @@ def open_session(cfg: TrainerConfig, d: Dist, preference: bool) -> Session:
     s.fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     s.amp = autocast_dtype(cfg)
     s.strat = strategy.wrap(model, cfg, d, compute_dtype=s.amp)
+    if in_shards:
+        t0 = time.perf_counter()
+        sharded_load.materialize(model, cfg, d)
+        s.log(f"loaded into {d.world} shard(s) in {time.perf_counter() - t0:.1f} s"
+              + (" (random weights: FINETUNE_RANDOM_WEIGHTS)" if sharded_load.random_weights() else ""))
     from transformers import get_scheduler
 
     s.strat.setup_optimizer(
@@ -284,6 +292,18 @@ def save_checkpoint(s: Session) -> None:
     ckpt.write(s.out, s.step, files, meta, spec.output.keep_last_checkpoints, s.d, need)
     s.metrics.checkpoints.inc()
     s.metrics.set(last_checkpoint_step=s.step)
+
+
+def summary_of(s: Session, last: dict, initial: Optional[dict]) -> dict[str, Any]:
+    """What every recipe reports: steps, final loss, trainable parameters, the data report, the eval before
+    training (this session's, or the first session's from the history of a resumed run)."""
+    summary: dict[str, Any] = {"steps": s.step, "final_loss": last.get("loss"), "trainable_parameters": s.n_trainable,
+                               "data": s.data.report.as_dict()}
+    if initial is None and s.d.main:
+        initial = history.eval_at_step0(s.out)
+    if initial is not None:
+        summary |= {f"initial_{k}": v for k, v in initial.items()}
+    return summary
 
 
 def finish(s: Session, summary: dict[str, Any]) -> dict[str, Any]:

@@ -90,6 +90,7 @@ def _read_config(cfg):
 def test_cpu_jobs_plan_the_same_locally_and_in_a_cluster(example, tmp_path):
     job = load_job(example).model_copy(deep=True)
     job.spec.distributed.gpus_per_node = 0
+    job.spec.output.path = str(tmp_path / "out")  # whatever an earlier run left in the example's own folder
     local = local_run.plan_local(job, example, gpus_visible=0).plan
     operator = plan_launch(job, Machine(device="cpu"))
     for field in DECIDED:
@@ -112,3 +113,21 @@ def test_a_partial_plan_is_completed_on_the_node_and_a_contradiction_is_a_bug(mo
     monkeypatch.setattr(modeling, "model_config", lambda c: config_json(shape_for_hub_id(job.spec.model.hub_id)))
     with pytest.raises(RuntimeError, match="launch plan: micro_batch was 3"):
         launcher.complete_plan(cfg)
+
+
+def test_the_config_file_keeps_which_fields_the_user_set(monkeypatch):
+    """micro 4 x accumulation 2 on one GPU with no globalBatchSize is valid; re-planning on the node from the
+    config file must not mistake the default globalBatchSize (16) for the user's and refuse the job."""
+    from finetune_api import load_job_text
+
+    job = load_job_text("apiVersion: finetune.io/v1alpha1\nkind: FineTuneJob\nmetadata: {name: t, namespace: n}\n"
+                        "spec:\n  model: {hubId: meta-llama/Llama-3.1-8B}\n"
+                        "  dataset: {paths: [/d.jsonl], format: messages}\n"
+                        "  training: {microBatchSize: 4, gradientAccumulation: 2}\n"
+                        "  distributed: {gpusPerNode: 1}\n  output: {path: out, volume: {claimName: results}}\n")
+    cm = next(c for c in render_children(job, uid="u", image="i") if c["kind"] == "ConfigMap")
+    cfg = TrainerConfig.model_validate_json(cm["data"]["config.json"])
+    monkeypatch.setattr(local_run, "gpu_memory_bytes", lambda: H200)
+    monkeypatch.setattr(modeling, "model_config", lambda c: config_json(shape_for_hub_id("meta-llama/Llama-3.1-8B")))
+    done = launcher.complete_plan(TrainerConfig.model_validate_json(cfg.to_json()))
+    assert (done.plan.micro_batch, done.plan.gradient_accumulation) == (4, 2)
