@@ -142,10 +142,10 @@ def _check_host(job, plan, shape, gpu_bytes: int, args, node) -> int:
                   else None if args.gpu_memory else this_machine_host_bytes())
     machine = Machine(device="cuda", nodes=plan.nodes, nproc_per_node=plan.nproc_per_node, gpu_bytes=gpu_bytes)
     h = host_estimate(shape, workload(job, plan.strategy or "ddp", machine), plan.nproc_per_node,
-                      merge=job.spec.output.merge_adapter)
+                      merge=job.spec.output.merge_adapter, dora=job.spec.lora.use_dora)
     print("  " + describe_host(h, host_bytes) + ("" if host_bytes else " (--host-memory to check it against a node)"))
     problems = []
-    if h.gpu_load + GiB > gpu_bytes:
+    if h.gpu_load + GiB > gpu_bytes and not h.sharded_load:
         problems.append(f"loading puts the whole model ({h.gpu_load / GiB:.0f} GiB in its training dtype) on each GPU "
                         f"before {plan.strategy} shards it, and a GPU holds {gpu_bytes / GiB:.0f} GiB: use method "
                         "qlora or lora (a bf16 base), or GPUs with more memory")

@@ -112,7 +112,7 @@ def cmd_node_plan(args) -> int:
 DOC_MODELS = ("meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.3", "meta-llama/Llama-3.1-8B", "Qwen/Qwen2.5-14B",
               "Qwen/Qwen2.5-32B", "meta-llama/Llama-3.1-70B", "Qwen/Qwen2.5-72B", "openai/gpt-oss-120b")
 # Peaks measured through `finetune run` on 2xH200, maxLength 2048 packed (model, method, strategy) ->
-# (GiB per GPU, micro x accumulation, tokens/s per GPU, MFU, source)
+# (GiB per GPU, micro x accumulation, tokens/s per GPU, MFU, source[, what happened instead of a peak])
 MEASURED = {
     ("meta-llama/Llama-3.1-8B", "full", "fsdp"): (113.9, "4x2", 10540, 0.494, "multi-gpu-h200-w4-fsdp-2026-11-30.json"),
     ("meta-llama/Llama-3.1-8B", "full", "deepspeed-zero3"): (108.6, "4x2", 9721, 0.456,
@@ -122,6 +122,14 @@ MEASURED = {
                                                   "multi-gpu-h200-small-w4-resume-2026-11-30.json"),
     ("meta-llama/Llama-3.2-1B", "full", "deepspeed-zero3"): (54.2, "8x1", 48371, 0.379,
                                                              "multi-gpu-h200-small-w4-resume-2026-11-30.json"),
+    ("meta-llama/Llama-3.1-70B", "lora", "fsdp"): (118.3, "1x8", 1348, 0.390, "multi-gpu-h200-w6-2026-11-30.json"),
+    # one H200 (a DDP replica holds the same per GPU): the planner's shape ran out of memory
+    ("meta-llama/Llama-3.1-70B", "qlora", "ddp"): (None, "2x4", None, None, "multi-gpu-h200-w6q-2026-11-30.json",
+                                                  "**measured on one H200: runs out of memory** at this shape "
+                                                  "(139.8 GiB; the planner under-estimates 70B QLoRA without "
+                                                  "checkpointing); with checkpointing on (micro 16) 94.7 GiB, "
+                                                  "1,283 tok/s, 37.1% MFU (`multi-gpu-h200-w6q-ckpt-true-2026-11-30."
+                                                  "json`) — set `gradientCheckpointing: true`"),
 }
 DOC_FILE = "node-plans.md"
 
@@ -140,9 +148,12 @@ def _doc_cell(model: str, shape: ModelShape, node, cells) -> str:
     m = MEASURED.get((model, fit.method, fit.strategy)) if not fit.offload else None
     if m:
         micro, acc = (int(x) for x in m[1].split("x"))
-        fit = plan_cell(model, shape, node, fit.method, fit.strategy, fit.offload, batch=(micro, acc))
+        if (fit.micro, fit.accumulation) != (micro, acc):
+            fit = plan_cell(model, shape, node, fit.method, fit.strategy, fit.offload, batch=(micro, acc))
     text = (f"{fit.label}: {fit.gpu_gib:.0f} GiB/GPU at {fit.micro}x{fit.accumulation}, host {fit.host_gib:.0f} GiB, "
             f"checkpoint {fit.checkpoint_gib:.1f} GiB")
+    if m and len(m) > 5:
+        return text + f" — predicted; {m[5]}"
     if m:
         return text + f" — **measured** {m[0]} GiB/GPU, {m[2]:,} tok/s/GPU, {m[3]:.1%} MFU (`{m[4]}`)"
     return text + " — predicted"
@@ -176,23 +187,26 @@ def docs_table() -> str:
               "fp32 master weights, gradients and AdamW state alone are 16 bytes x 70.6B = 1.03 TiB, 526 GiB per "
               "GPU when sharded over two. With `cpuOffload` the GPUs hold 88-94 GiB, but that state moves to the "
               "host: ~1.0-1.2 TiB per node, four times a 256 GiB host (and more than the 512 GiB of a larger "
-              "2-GPU instance). FSDP2 also loads the whole fp32 model (263 GiB) onto each GPU before sharding it. "
-              "The \"70B full without offloading on 2xH200\" of the seeds' guides is not true for AdamW in "
-              "mixed precision; QLoRA is how 70B trains on this node.",
-              "- **LoRA on 70-72B** shards over the two GPUs (FSDP2, ~114 GiB per GPU) but each of the two "
-              "processes first loads the 131 GiB bf16 model into host memory: 272 GiB, more than a 256 GiB host. "
-              "With `--host-memory 512GiB` (`finetune plan --model meta-llama/Llama-3.1-70B --node 2xH200 "
-              "--host-memory 512GiB`) it fits.",
+              "2-GPU instance). The \"70B full without offloading on 2xH200\" of the seeds' guides is not true for "
+              "AdamW in mixed precision; LoRA (FSDP2) or QLoRA is how 70B trains on this node.",
+              "- **LoRA on 70-72B** fits with FSDP2 because the trainer loads it straight into its shards (each "
+              "rank reads its half of the safetensors onto its GPU): measured 118.3 GiB per GPU. DDP and "
+              "DeepSpeed load the plain way - each of the two processes materialises the 131 GiB bf16 model in "
+              "host memory (272 GiB, more than 256) and then moves it whole onto its GPU.",
+              "- **QLoRA on 70B**: the planner's pick (micro 2, no checkpointing) ran out of memory on an H200; "
+              "with `gradientCheckpointing: true` it runs (94.7 GiB). Until the planner's 70B QLoRA activations "
+              "are fixed, set checkpointing for it.",
               "- **gpt-oss-120b** is a mixture of experts (116.8B parameters, 4 of 128 experts per token): the "
               "planner counts every expert's weights and only the active experts' activations. Its hub weights "
-              "are MXFP4; the trainer loads them as bf16 (218 GiB), whole, onto each GPU before sharding, which "
-              "no 140 GiB GPU holds, and bitsandbytes' 4-bit quantization (QLoRA) covers `nn.Linear` layers, "
-              "not its fused expert tensors. So every method is out of this trainer's reach on 2xH200 today; "
-              "the seeds' tutorial (LoRA on 2xH200) depends on loading the MXFP4 weights sharded, which the "
-              "trainer does not do yet.",
+              "are MXFP4; the trainer loads them as bf16 (218 GiB) the plain way (its architecture is not one "
+              "FSDP2 loads into shards), whole onto each GPU, which no 140 GiB GPU holds, and bitsandbytes' 4-bit "
+              "quantization (QLoRA) covers `nn.Linear` layers, not its fused expert tensors. So every method is out "
+              "of this trainer's reach on 2xH200 today; the seeds' tutorial (LoRA on 2xH200) depends on loading the "
+              "MXFP4 weights sharded, which the trainer does not do yet.",
               "- Host memory is an estimate (not yet measured against a node's peak, unlike the GPU plan): "
-              "4 GiB per process, the model materialised by each process while loading, offloaded state, "
-              "checkpoint copies and the CPU merge (plan/finetune_plan/host.py says what each phase counts).", ""]
+              "4 GiB per process, the model materialised by each process while loading (not when loading into "
+              "shards), offloaded state, checkpoint copies and the CPU merge (plan/finetune_plan/host.py says what "
+              "each phase counts).", ""]
     return "\n".join(lines)
 
 

@@ -2,15 +2,18 @@
 
 Why: the GPU plan of a 70B full fine-tune with `cpuOffload` is 67 GiB per GPU, and says nothing of the ~1.1 TB of
 fp32 master weights, gradients and AdamW state that offloading moves to the CPU; a node with 256 GiB of RAM is
-killed by the kernel, not told. And before any strategy shards a model, the trainer loads it whole: each process
-materialises every weight on the CPU (`from_pretrained`), then moves the model to its GPU
-(trainer session: `model.to(device)` before the strategy wraps it), so a model whose weights exceed one GPU does
-not start, however well it would shard. This module counts both, per node, from the same shapes as memory.py:
+killed by the kernel, not told. And how the trainer loads decides what a model needs before any step: FSDP2 with
+LoRA or full fine-tuning of the architectures in SHARDED_LOAD_ARCHITECTURES loads straight into its shards (the
+trainer's sharded_load.py: each rank reads its rows of the safetensors onto its GPU), but everything else loads the
+plain way - each process materialises every weight on the CPU (`from_pretrained`), then moves the whole model to
+its GPU before a strategy shards it - so there a model whose weights exceed one GPU does not start, however well it
+would shard. This module counts both, per node, from the same shapes as memory.py:
 
     process      a fixed 4 GiB of host memory per process (Python, torch, CUDA context, data, buffers)
-    load         each process: every weight in its training dtype (fp32 for full/Spectrum on FSDP/DDP, the model's
-                 dtype under DeepSpeed and for LoRA), one after the other process (they load at the same time);
-                 QLoRA loads onto the GPU shard by shard (one 5 GB shard per process)
+    load         plain loading: each process, every weight in its training dtype (fp32 for full/Spectrum on
+                 FSDP/DDP, the model's dtype under DeepSpeed and for LoRA), all processes at once; loading into
+                 shards: nothing beyond the memory-mapped files (page cache, reclaimable); QLoRA loads onto the GPU
+                 shard by shard (one 5 GB shard per process)
     offloaded    with cpuOffload, the node's share (its processes / all processes) of: FSDP2 - the sharded
                  weights, fp32 gradients and AdamW's two moments; ZeRO-3 - the fp32 master, gradients and moments of
                  the trainable weights and the bf16 weights; ZeRO-2 - the fp32 master, gradients and moments
@@ -32,6 +35,9 @@ from dataclasses import dataclass
 from .memory import GiB, ModelShape, Workload, merge_host_bytes, trainable_params
 
 PROCESS_BYTES = 4 * GiB
+# the model types FSDP2 loads straight into its shards: the trainer's sharded_load.ARCHITECTURES (a test pins the two
+# equal: tests/unit/plan/test_node.py)
+SHARDED_LOAD_ARCHITECTURES = frozenset({"llama", "mistral", "qwen2", "qwen3"})
 SHARD_BYTES = 5 * 10 ** 9  # the largest safetensors shard a loader holds at once (hub models use <= 5 GB)
 
 
@@ -44,7 +50,8 @@ class HostEstimate:
     offloaded: float
     checkpoint: float
     merge: float
-    gpu_load: float  # per GPU: the whole model in its training dtype, before sharding
+    gpu_load: float  # per GPU while loading: the whole model in its training dtype (plain), or its shard
+    sharded_load: bool = False
 
     @property
     def peak(self) -> float:
@@ -52,8 +59,11 @@ class HostEstimate:
 
     @property
     def dominant(self) -> str:
-        """The phase that sets the peak, in words."""
-        if self.load >= self.offloaded + max(self.checkpoint, self.merge):
+        """The phase that sets the peak, in words ("processes" when no phase adds anything)."""
+        later = self.offloaded + max(self.checkpoint, self.merge)
+        if self.load == later == 0:
+            return "processes"
+        if self.load >= later:
             return "loading"
         if self.offloaded and self.offloaded >= max(self.checkpoint, self.merge):
             return "offloaded state"
@@ -70,7 +80,13 @@ def weight_bytes(m: ModelShape, w: Workload) -> float:
     return 2.0 * n + (4.0 * trainable_params(m, w) if w.adapter else 0.0)
 
 
-def host_estimate(m: ModelShape, w: Workload, nproc: int, merge: bool = False) -> HostEstimate:
+def loads_into_shards(m: ModelShape, w: Workload, dora: bool = False) -> bool:
+    """Whether the trainer loads this run straight into its FSDP2 shards (trainer: sharded_load.applies)."""
+    return (w.strategy == "fsdp" and w.method in ("lora", "full") and not dora
+            and m.model_type in SHARDED_LOAD_ARCHITECTURES)
+
+
+def host_estimate(m: ModelShape, w: Workload, nproc: int, merge: bool = False, dora: bool = False) -> HostEstimate:
     """Host memory of one node running `nproc` of the `w.world` processes of `w`.
 
     Args:
@@ -78,11 +94,13 @@ def host_estimate(m: ModelShape, w: Workload, nproc: int, merge: bool = False) -
         w: the workload (method, strategy, world size, cpu_offload).
         nproc: processes on this node.
         merge: `spec.output.mergeAdapter` is set.
+        dora: LoRA with DoRA (loads the plain way).
     """
     nt = trainable_params(m, w)
     share = nproc / max(1, w.world)
     whole = weight_bytes(m, w)
-    load = nproc * (SHARD_BYTES if w.method == "qlora" else whole)
+    in_shards = loads_into_shards(m, w, dora)
+    load = 0.0 if in_shards else nproc * (SHARD_BYTES if w.method == "qlora" else whole)
     offloaded = 0.0
     offload = w.cpu_offload
     if offload and w.strategy == "fsdp":
@@ -100,14 +118,14 @@ def host_estimate(m: ModelShape, w: Workload, nproc: int, merge: bool = False) -
         checkpoint = 8.0 * nt  # rank 0: the gathered weights and their serialised copy
     needs_cpu_merge = merge and w.adapter and (sharded or w.method == "qlora")
     merging = float(merge_host_bytes(m)) if needs_cpu_merge else 0.0
-    gpu_load = whole if w.method != "qlora" else 0.0
+    gpu_load = 0.0 if w.method == "qlora" else whole / max(1, w.world) if in_shards else whole
     return HostEstimate(process=nproc * PROCESS_BYTES, load=load, offloaded=offloaded, checkpoint=checkpoint,
-                        merge=merging, gpu_load=gpu_load)
+                        merge=merging, gpu_load=gpu_load, sharded_load=in_shards)
 
 
 def describe_host(h: HostEstimate, host_bytes: int | None = None) -> str:
     """One line for `finetune plan`."""
-    parts = [f"loading {h.load / GiB:.0f}"]
+    parts = [f"loading {h.load / GiB:.0f}" + (" (into shards)" if h.sharded_load else "")]
     if h.offloaded:
         parts.append(f"offloaded state {h.offloaded / GiB:.0f}")
     if h.checkpoint:

@@ -65,6 +65,7 @@ class ModelShape:
     tied: bool
     experts: int = 0  # 0: a dense model
     experts_per_token: int = 0
+    model_type: str = ""  # config.json's model_type (llama, qwen2, gpt_oss, ...): how the trainer can load it
 
     @classmethod
     def from_config(cls, c: dict) -> "ModelShape":
@@ -76,7 +77,8 @@ class ModelShape:
         return cls(vocab=c["vocab_size"], hidden=c["hidden_size"], intermediate=inter,
                    layers=c["num_hidden_layers"], heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
                    head_dim=c.get("head_dim") or c["hidden_size"] // heads, tied=bool(c.get("tie_word_embeddings")),
-                   experts=experts, experts_per_token=int(c.get("num_experts_per_tok") or 0) if experts else 0)
+                   experts=experts, experts_per_token=int(c.get("num_experts_per_tok") or 0) if experts else 0,
+                   model_type=str(c.get("model_type") or ""))
 
     @property
     def moe(self) -> bool:

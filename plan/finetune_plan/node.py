@@ -4,8 +4,8 @@ Why: the question users of this field ask first is "what can I fine-tune on this
 of 2xH200 for 7B-120B models); answering it cell by cell with `finetune plan job.yaml` means writing a spec per
 cell. `node_table` writes those specs itself (a FineTuneJob per method and strategy), plans each with
 `plan_launch` - the function the trainer obeys - and adds what a GPU plan does not say: the host memory per node
-(host.py), whether the model can load at all (the trainer loads it whole onto each GPU before sharding), and the
-disk. A cell either fits, or says which limit it breaks and by how much.
+(host.py), whether the model can load at all (except where FSDP2 loads into its shards, the trainer loads it whole
+onto each GPU before sharding), and the disk. A cell either fits, or says which limit it breaks and by how much.
 
 Node presets name the GPU memory CUDA reports (not the marketed figure) and an assumed host memory, said in
 `Node.assumed`; `--gpu-memory`, `--gpus` and `--host-memory` override them.
@@ -141,8 +141,9 @@ def plan_cell(model: str, shape: ModelShape, node: Node, method: str, strategy: 
             cell.checkpoint_gib = plan.disk.checkpoint_bytes / GiB
             cell.output_gib = plan.disk.output_bytes / GiB
     if host.gpu_load + GiB > node.gpu_bytes:
-        cell.why.append(f"load: the whole model ({host.gpu_load / GiB:.0f} GiB) goes onto each GPU before it is "
-                        "sharded")
+        cell.why.append(f"load: {'its shard' if host.sharded_load else 'the whole model'} "
+                        f"({host.gpu_load / GiB:.0f} GiB) goes onto each GPU"
+                        + ("" if host.sharded_load else " before it is sharded"))
     if host.peak > node.host_bytes:
         cell.why.append(f"host: needs {host.peak / GiB:.0f} GiB ({host.dominant}) of {node.host_bytes / GiB:.0f}")
     cell.fits = not cell.why

@@ -24,7 +24,7 @@ def test_the_node_table_names_every_method_and_strategy_and_the_assumed_host(cap
     assert "meta-llama/Llama-3.1-70B: 70.6B parameters" in out
     assert "node 2xH200: 2 GPU(s) x 140 GiB, host 256 GiB (two 141GB H200s" in out
     rows = {tuple(line.split()[:3]) for line in out.splitlines()}
-    assert ("qlora", "ddp", "yes") in rows and ("full", "fsdp+offload", "no") in rows
+    assert ("qlora", "ddp", "yes") in rows and ("lora", "fsdp", "yes") in rows and ("full", "fsdp+offload", "no") in rows
     assert "host: needs 1191 GiB (offloaded state) of 256" in out
 
 
