@@ -232,36 +232,52 @@ class Kube:
         items = [self.api.sanitize_for_serialization(e) for e in res.items]
         return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
-    def log_lines(self, pod: str, follow: bool, tail: Optional[int] = None) -> Iterator[str]:
-        """The trainer container's log of `pod`, line by line (until the container ends, with `follow`)."""
-        kw: dict[str, Any] = {"container": "trainer", "follow": follow, "_preload_content": False}
-        if tail is not None:
-            kw["tail_lines"] = tail
-        what = f"log of pod {self.namespace}/{pod}"
-        from kubernetes.client import ApiException
-        from urllib3.exceptions import HTTPError
+    def log_lines(self, pod: str, follow: bool, tail: Optional[int] = None,
+                  quiet_reconnect: float = 300.0) -> Iterator[str]:
+        """The trainer container's log of `pod`, line by line (until the container ends, with `follow`).
 
-        try:
-            # no read timeout while following: a quiet trainer is not a dead connection
-            resp = self.core.read_namespaced_pod_log(pod, self.namespace, _request_timeout=(10, None if follow
-                                                                                            else 60), **kw)
-        except ApiException as e:
-            raise refusal(e, what) from None
-        except (HTTPError, OSError) as e:
-            raise ClusterError(f"cannot read the {what}: {e}") from None
-        buf = b""
-        try:
-            for chunk in resp.stream(4096):
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    yield line.decode("utf-8", "replace")
-            if buf:
-                yield buf.decode("utf-8", "replace")
-        except (HTTPError, OSError) as e:
-            raise ClusterError(f"the {what} stopped: {e}") from None
-        finally:
-            resp.release_conn()
+        A follow that hears nothing for `quiet_reconnect` seconds reconnects (asking for what came since the last
+        line), so a dead connection is noticed and a quiet trainer is not.
+        """
+        import time
+
+        from kubernetes.client import ApiException
+        from urllib3.exceptions import HTTPError, ReadTimeoutError
+
+        what = f"log of pod {self.namespace}/{pod}"
+        since: Optional[int] = None
+        while True:
+            kw: dict[str, Any] = {"container": "trainer", "follow": follow, "_preload_content": False,
+                                  "_request_timeout": (10, quiet_reconnect if follow else 60)}
+            if since is not None:
+                kw["since_seconds"] = since
+            elif tail is not None:
+                kw["tail_lines"] = tail
+            try:
+                resp = self.core.read_namespaced_pod_log(pod, self.namespace, **kw)
+            except ApiException as e:
+                raise refusal(e, what) from None
+            except (HTTPError, OSError) as e:
+                raise ClusterError(f"cannot read the {what}: {e}") from None
+            last, buf = time.monotonic(), b""
+            try:
+                for chunk in resp.stream(4096):
+                    buf += chunk
+                    *lines, buf = buf.split(b"\n")
+                    for line in lines:
+                        last = time.monotonic()
+                        yield line.decode("utf-8", "replace")
+                if buf:
+                    yield buf.decode("utf-8", "replace")
+                return
+            except ReadTimeoutError:
+                if not follow:
+                    raise ClusterError(f"the {what} stopped answering") from None
+                since = int(time.monotonic() - last) + 1  # quiet: ask again for what came since the last line
+            except (HTTPError, OSError) as e:
+                raise ClusterError(f"the {what} stopped: {e}") from None
+            finally:
+                resp.release_conn()
 
 
 def _no_api(exc) -> bool:

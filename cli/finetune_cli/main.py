@@ -1,14 +1,16 @@
 """`finetune`: the argument parser and the dispatch to each subcommand's module.
 
 Exit status: 0 ok, 2 a problem with the user's input (spec, data, model, machine), 143 stopped by a signal
-after saving a checkpoint, anything else a failure whose reason was printed. No traceback reaches the user for
-anything they can cause: every `UserError` (finetune_api.contract) is one `error:` line.
+after saving a checkpoint, anything else a failure whose reason was printed. No traceback reaches the user: every
+`UserError` (finetune_api.contract) is one `error:` line, and anything else (a bug) one line too, with the traceback
+behind FINETUNE_DEBUG=1.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from finetune_api.contract import ExitCode, UserError
@@ -133,6 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:  # noqa: BLE001 - a bug of ours: one line for the user, the traceback on request
+        if os.environ.get("FINETUNE_DEBUG") == "1":
+            raise
+        first = str(e).splitlines()[0] if str(e) else ""
+        print(f"error: finetune {args.command} failed unexpectedly: {type(e).__name__}: {first} (a bug; "
+              "FINETUNE_DEBUG=1 shows the traceback - please report it)", file=sys.stderr)
+        return ExitCode.FAILED
 
 
 if __name__ == "__main__":
