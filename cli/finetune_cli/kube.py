@@ -75,7 +75,8 @@ def refusal(exc, what: str, context: Optional[str] = None) -> ClusterError:
         return AlreadyExists(f"{what} already exists")
     if status == 403:
         return ClusterError(f"forbidden: {message} (ask your cluster admin for rights on finetunejobs.finetune.io, "
-                            "pods, pods/log and events in this namespace, or use --context/--namespace where you have them)")
+                            "pods, pods/log and events in this namespace, or use --context/--namespace where you "
+                            "have them)")
     if status == 401:
         return ClusterError(f"the API server did not accept your credentials ({message}); refresh your "
                             "kubeconfig (e.g. log in again)")

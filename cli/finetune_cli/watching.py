@@ -2,9 +2,9 @@
 
 On a terminal the progress line is redrawn in place and condition changes are printed above it; anywhere else
 (a CI log, a pipe) every line is a plain line: a condition change, or a new progress line each time the status
-changes (the operator refreshes progress every resync, so a log gets a line per refresh, not per step). The exit code is the job's outcome (job_view.outcome). Nothing waits
-forever: the watch is read in chunks, `--timeout` bounds the whole, and a job that no operator ever answers is
-said to be so after `no_operator_after` seconds.
+changes (the operator refreshes progress every resync, so a log gets a line per refresh, not per step). The exit
+code is the job's outcome (job_view.outcome). Nothing waits forever: the watch is read in chunks, `--timeout`
+bounds the whole, and a job that no operator ever answers is said to be so after `no_operator_after` seconds.
 """
 
 from __future__ import annotations
