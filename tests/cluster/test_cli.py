@@ -185,3 +185,36 @@ def test_logs_says_which_ranks_exist_and_why_a_pod_has_no_log_yet(cp, operator, 
     assert "has not started: not scheduled: 0/" in res.stderr and "finetune logs wait -f waits for it" in res.stderr
     res = finetune(cp, "logs", "wait", "-n", namespace, "-f", "--wait", "2s")
     assert res.returncode == 2 and "did not start within 2s" in res.stderr, res.stderr
+
+
+def test_on_a_terminal_watch_redraws_one_progress_line(cp, operator, namespace, tmp_path):
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from cli_process import cli_env
+
+    path = job_file(tmp_path, job("tty", namespace, finishes()))
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "finetune_cli.main", "submit", str(path), "--watch",
+                             "--timeout", "120"], stdout=slave, stderr=slave, env=cli_env(cp))
+    os.close(slave)
+    out = b""
+    try:
+        while True:
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:  # the terminal closed: the CLI has exited
+                break
+            if not chunk:
+                break
+            out += chunk
+        assert proc.wait(timeout=60) == 0, out.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    text = out.decode(errors="replace")
+    assert "\r\x1b[2K" in text  # the progress line is redrawn in place
+    assert "Created=True ChildrenCreated" in text and "Succeeded: training finished" in text
