@@ -13,10 +13,7 @@ import datetime as dt
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Optional, TypeVar
-
-import yaml
 
 from finetune_api import load_job
 from finetune_api.contract import ExitCode, UserError
@@ -50,8 +47,11 @@ def _follow(kube: Kube, name: str, args) -> int:
 
 def cmd_submit(args) -> int:
     """Create the FineTuneJob in the cluster (or leave it be when the same spec is there); optionally watch it."""
+    from finetune_api.loading import read_job_file
+    from finetune_api.spec_yaml import read_spec_text
+
     job = load_job(args.spec)  # the file's own errors first, at their line
-    body = yaml.safe_load(Path(args.spec).read_text(encoding="utf-8"))  # what the user wrote, no defaults added
+    body, _, _ = read_spec_text(read_job_file(args.spec), args.spec)  # as written (no defaults), read as kubectl does
     kube = _connect(args, job.metadata.namespace)
     body["metadata"]["namespace"] = kube.namespace
     name, where = job.metadata.name, f"FineTuneJob {kube.namespace}/{job.metadata.name}"
