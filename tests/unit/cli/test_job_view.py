@@ -10,7 +10,7 @@ import pytest
 
 from finetune_api.status import FineTuneJobStatus
 from finetune_cli import job_view
-from finetune_cli.kube import AlreadyExists, NotFound, refusal
+from finetune_cli.kube import AlreadyExists, NotFound, _no_api, refusal
 from finetune_cli.watching import TIMED_OUT, Display, watch
 
 NOW = dt.datetime(2026, 12, 1, 12, 0, 0, tzinfo=dt.timezone.utc)
@@ -138,6 +138,10 @@ def test_api_refusals_are_said_in_the_api_servers_words():
     missing = refusal(ApiError(404, {"message": 'finetunejobs.finetune.io "a" not found'}), "FineTuneJob ns/a", "prod")
     assert isinstance(missing, NotFound) and str(missing).startswith("FineTuneJob ns/a not found in context prod")
     assert "ask your cluster admin for rights on finetunejobs.finetune.io" in str(refusal(ApiError(403, {"message": "forbidden"}), "x"))
+    # a 404 for the kind itself (no CRD) is told apart from one for a named object
+    assert _no_api(ApiError(404, {"message": "the server could not find the requested resource"}))
+    assert not _no_api(ApiError(404, {"message": 'finetunejobs.finetune.io "a" not found',
+                                      "details": {"name": "a", "kind": "finetunejobs"}}))
 
 
 def test_cluster_commands_without_a_kubeconfig_say_what_to_do(tmp_path, monkeypatch, capsys):
