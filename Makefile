@@ -12,7 +12,7 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart preference test test-fast test-images images crd errors-doc clean-quickstart
+.PHONY: venv quickstart preference test test-fast test-images images crd plan-doc errors-doc clean-quickstart
 
 # .venv is this clone's own small venv layered on the cached one (scripts/clone_venv.py): its `finetune` runs this
 # clone's code, whichever clone used the cache last. Nothing is installed into the shared venv.
@@ -71,6 +71,9 @@ crd: venv
 	.venv/bin/python -m finetune_api.crd
 	.venv/bin/python -m finetune_api.docs
 
+# docs/node-plans.md: what fits on 2xH200, from the planner (a test fails when it is stale)
+plan-doc: venv
+	.venv/bin/python -m finetune_cli.node_plan
 # docs/errors.md: what `finetune validate` says for each malformed spec of the corpus (tests/support/spec_corpus*.py)
 errors-doc: venv
 	PYTHONPATH=tests .venv/bin/python -m support.errors_doc

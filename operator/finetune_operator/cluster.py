@@ -122,6 +122,23 @@ class Cluster:
             if e.status != 404:
                 raise
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        """Activate or deactivate the Kueue Workload of the Job `job_uid`; False when Kueue has made none (yet)."""
+        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, workload_selector
+
+        try:
+            items = _json(self.custom.list_namespaced_custom_object(
+                WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL, label_selector=workload_selector(job_uid),
+                _preload_content=False))["items"]
+        except ApiException as e:
+            if e.status == 404:  # Kueue is not installed
+                return False
+            raise
+        for wl in items:
+            self.custom.patch_namespaced_custom_object(WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL,
+                                                       wl["metadata"]["name"], {"spec": {"active": active}})
+        return bool(items)
+
     def patch_status(self, namespace: str, name: str, status: dict) -> None:
         """Merge-patch the status subresource (None values delete keys)."""
         self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,

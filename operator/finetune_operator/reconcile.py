@@ -22,7 +22,7 @@ from finetune_api.job import FineTuneJob
 from finetune_api.loading import SpecError, validate_job
 from finetune_api.status import FineTuneJobStatus
 
-from . import names
+from . import kueue, names
 from .cluster import ChildConflict, Cluster
 from .metrics import OperatorMetrics
 from .progress import fetch_progress, metrics_url
@@ -107,8 +107,13 @@ class Reconciler:
             log.exception("could not record %s on FineTuneJob %s/%s", reason, *key)
 
     def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        """Mirror `spec.suspend` onto the Job (the Job controller stops or recreates the pods)."""
-        self.cluster.set_job_suspend(namespace, names.job_name(name), suspend)
+        """Mirror `spec.suspend` onto the Job (the Job controller stops or recreates the pods), or, for a job
+        queued in Kueue, onto its Workload's `spec.active` (Kueue owns the Job's suspend: kueue.py)."""
+        ftj = self.cluster.get_ftj(namespace, name)
+        job = self.cluster.read("Job", namespace, names.job_name(name))
+        queued = ftj is not None and job is not None and kueue.queue_name(ftj["metadata"].get("labels"))
+        if not (queued and self.cluster.set_workload_active(namespace, job["metadata"]["uid"], not suspend)):
+            self.cluster.set_job_suspend(namespace, names.job_name(name), suspend)
         self.sync_status(namespace, name)
 
     def sync_status(self, namespace: str, name: str, fetch: bool = False) -> Optional[FineTuneJobStatus]:

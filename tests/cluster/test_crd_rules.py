@@ -85,8 +85,9 @@ def test_every_shipped_example_is_accepted(crd_installed, namespace):
     import yaml
 
     for path in sorted((REPO / "examples").rglob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc.get("kind") != "FineTuneJob":
+        docs = list(yaml.safe_load_all(path.read_text()))  # examples/kueue/queues.yaml holds several objects
+        if len(docs) != 1 or docs[0].get("kind") != "FineTuneJob":
             continue
+        doc = docs[0]
         r = _dry_run(crd_installed, namespace, doc["spec"], name=doc["metadata"]["name"])
         assert r.returncode == 0, f"{path}: {r.stderr}"
