@@ -93,6 +93,9 @@ def job_yaml(name: str, w: Workload, model_dir: Path, data: Path, out: Path, *, 
     method = {"type": w.method}
     if w.method == "lora":
         method["lora"] = {"rank": w.lora_rank, "alpha": w.lora_alpha, "dropout": 0.0, "targetModules": "all-linear"}
+    if LORA_DROPOUT and w.method in ("lora", "qlora"):  # --lora-dropout: the same for both (QLoRA's default 0.05)
+        method["lora"] = {"rank": w.lora_rank, "alpha": w.lora_alpha, "dropout": LORA_DROPOUT[0],
+                          "targetModules": "all-linear"}
     spec = {
         "apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": name.replace("_", "-")},
         "spec": {
@@ -113,6 +116,7 @@ def job_yaml(name: str, w: Workload, model_dir: Path, data: Path, out: Path, *, 
     return json.dumps(spec, indent=1)
 
 
+LORA_DROPOUT: list = []  # set by --lora-dropout
 RANDOM_WEIGHTS: dict = {}  # set for W6: FINETUNE_RANDOM_WEIGHTS=1 (a 70B model's weights do not fit the disk)
 
 
@@ -291,7 +295,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--w6-checkpointing", default="auto", choices=["auto", "true", "false"],
                     help="W6's spec.training.gradientCheckpointing (auto: the planner's)")
     ap.add_argument("--w6-micro", default="auto", help="W6's spec.training.microBatchSize (auto: the planner's)")
+    ap.add_argument("--lora-dropout", type=float, default=None,
+                    help="spec.method.lora.dropout for LoRA and QLoRA runs (default: LoRA 0, QLoRA the spec's 0.05)")
     a = ap.parse_args(argv)
+    if a.lora_dropout is not None:
+        LORA_DROPOUT.append(a.lora_dropout)
     import torch
 
     out, work = Path(a.out), Path(a.work)
@@ -304,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
     short += "" if a.w6_checkpointing == "auto" else f"-ckpt-{a.w6_checkpointing}"
     short += "" if a.w6_micro == "auto" else f"-micro-{a.w6_micro}"
+    short += "" if a.lora_dropout is None else f"-dropout-{a.lora_dropout:g}"
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
     logf = out / f"multi-gpu-{short}-{date}.log"
@@ -332,12 +341,13 @@ def main(argv: list[str] | None = None) -> int:
         shape = dict(micro=4, accumulation=3, checkpointing=False)  # per GPU the same: N GPUs, N x the batch
         res["1gpu"] = one_run("w5_1gpu", w5, md, data, work, logf, gpus=1, strategy="auto", fpt=fpt, **shape, **common)
         save()
-        res[f"{a.gpus}gpu_ddp"] = one_run(f"w5_{a.gpus}gpu", w5, md, data, work, logf, gpus=a.gpus, strategy="ddp",
-                                          fpt=fpt, **shape, **common)
-        one, many = res["1gpu"].get("real_tok_s"), res[f"{a.gpus}gpu_ddp"].get("real_tok_s")
-        if one and many:
-            res["scaling"] = round(many / (a.gpus * one), 4)
-            log(f"W5 scaling on {a.gpus} GPUs: {res['scaling']}")
+        if a.gpus > 1:
+            res[f"{a.gpus}gpu_ddp"] = one_run(f"w5_{a.gpus}gpu", w5, md, data, work, logf, gpus=a.gpus,
+                                              strategy="ddp", fpt=fpt, **shape, **common)
+            one, many = res["1gpu"].get("real_tok_s"), res[f"{a.gpus}gpu_ddp"].get("real_tok_s")
+            if one and many:
+                res["scaling"] = round(many / (a.gpus * one), 4)
+                log(f"W5 scaling on {a.gpus} GPUs: {res['scaling']}")
         save()
     if "w4" in runs:
         md = build_model(w4, models, data)

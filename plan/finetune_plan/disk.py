@@ -37,6 +37,7 @@ def disk_plan(shape: ModelShape, job: FineTuneJob, world: int, strategy: str | N
     targets = spec.lora.target_modules
     w = Workload(method=spec.method.type, strategy="ddp", world=world, seq_len=1, gpu_bytes=0,
                  lora_rank=spec.lora.rank, lora_targets=None if targets == "all-linear" else tuple(targets),
+                 lora_dropout=spec.lora.dropout,
                  spectrum_fraction=spec.spectrum.fraction)
     n = trainable_params(shape, w)
     strategy = strategy or spec.distributed.strategy

@@ -117,6 +117,7 @@ def workload(job: FineTuneJob, strategy: str, machine: Machine) -> memory.Worklo
     return memory.Workload(method=spec.method.type, strategy=strategy if strategy != "single" else "ddp",
                            world=machine.world, seq_len=spec.dataset.max_length, gpu_bytes=machine.gpu_bytes or 0,
                            lora_rank=spec.lora.rank, lora_targets=None if targets == "all-linear" else tuple(targets),
+                           lora_dropout=spec.lora.dropout,
                            spectrum_fraction=spec.spectrum.fraction, cpu_offload=spec.distributed.cpu_offload,
                            rows_per_example=2 if spec.objective.is_preference else 1,
                            fused_kernels=machine.fused_kernels)

@@ -12,7 +12,9 @@ machine you do not have, and the launch plan (launch.py) uses the same functions
     optimizer    8 x trainable (AdamW's two fp32 moments), / world when sharded; 0 with cpuOffload
     activations  per token per block: with Liger's kernels and the fast LoRA forward (LoRA, QLoRA, full
                  under FSDP2 or DeepSpeed; `fused_kernels`) the bf16 tensors kept are the two norm inputs and
-                 outputs, roped q, k, v, the attention output, and the MLP's gate, up and product; without them
+                 outputs, roped q, k, v, the attention output, and the MLP's gate, up and product (with LoRA
+                 dropout, instead of the norm outputs and product: each adapted linear's dropped input and its
+                 mask, 3 bytes x its input width); without them
                  (full under autocast) also fp32 norm intermediates and the activation; a checkpointed block
                  keeps only its input, and is recomputed (one at a time) after the uncheckpointed blocks after
                  it have freed theirs
@@ -135,6 +137,7 @@ class Workload:
     gpu_bytes: int
     lora_rank: int = 16
     lora_targets: tuple[str, ...] | None = None  # None: all linear
+    lora_dropout: float = 0.0  # spec.method.lora.dropout: > 0 keeps a dropped copy of each adapted linear's input
     spectrum_fraction: float = 0.25
     cpu_offload: bool = False
     rows_per_example: int = 1  # 2 for preference pairs (chosen + rejected)
@@ -237,15 +240,21 @@ def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
     """Bytes autograd keeps per token for one block (bf16 unless said), SDPA/flash attention."""
     d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.active_intermediate
     q = m.heads * m.head_dim
+    ins = [a for n, (a, _) in m.linears().items() if w.lora_targets is None or n in w.lora_targets]
+    dropout = w.adapter and w.lora_dropout > 0
     if _liger(w):  # norm in/out x2, roped q, k, v, attention output, gate, up, product; LoRA's r-dim outputs
         lora = 2 * w.lora_rank * len(m.linears()) if w.adapter else 0
-        return 2 * (4 * d + 2 * q + 2 * kv + 3 * i) + lora
+        if not dropout:
+            return 2 * (4 * d + 2 * q + 2 * kv + 3 * i) + lora
+        # LoRA dropout: each adapted linear keeps its own dropped input (bf16) and mask (1 byte); the frozen base
+        # keeps no input, so the norm outputs and the MLP product are no longer kept (measured on 70B QLoRA,
+        # bench/results/w6q-memory-peak-2026-11-30.txt: 35.4 GiB of dropout copies at the peak)
+        return 2 * (2 * d + 2 * q + 2 * kv + 2 * i) + 3 * sum(ins) + lora
     attn = 2 * (d + q + 2 * kv + q + kv + q + q) + 4 * d  # normed input, q k v, roped q k, attn out, o input; fp32 norm
     mlp = 2 * (d + 4 * i) + 4 * d
     lora = 0.0
-    if w.adapter:
-        ins = [a for n, (a, _) in m.linears().items() if w.lora_targets is None or n in w.lora_targets]
-        lora = sum(4 * a + 4 * w.lora_rank for a in ins)  # peft's fp32 input copy per adapted linear + r-dim out
+    if w.adapter:  # peft's fp32 input copy per adapted linear + r-dim out; with dropout its fp32 output and mask
+        lora = sum((9 if dropout else 4) * a + 4 * w.lora_rank for a in ins)
     return attn + mlp + lora
 
 

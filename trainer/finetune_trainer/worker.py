@@ -101,9 +101,14 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     try:
         cfg = TrainerConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
+        from . import memory_trace
         from .recipe import run
 
-        summary = run(cfg)
+        memory_trace.start()
+        try:
+            summary = run(cfg)
+        finally:
+            memory_trace.dump()
     except BaseException as e:  # noqa: BLE001 - every way out is classified and reported, none waits on a peer
         if isinstance(e, SystemExit):
             raise

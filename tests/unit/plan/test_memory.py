@@ -178,3 +178,41 @@ def test_fsdp_accumulation_keeps_unsharded_fp32_gradients():
     m, w = ModelShape.from_config(LLAMA_8B), Workload("full", "fsdp", 2, 2048, H200)
     one, two = estimate(m, w, 4, False, accumulation=1), estimate(m, w, 4, False, accumulation=2)
     assert two.gradients == 2 * one.gradients == 4 * m.params
+
+
+# The same, with checkpointing and LoRA dropout as the runs had them (the 70B rows: bench/results/multi-gpu-h200-w6*,
+# one H200 for QLoRA; the W5-shaped row with `--lora-dropout 0.05`).
+H200_DROPOUT_ROWS = [  # (model, method, strategy, world, micro, accumulation, checkpointing, dropout, measured GiB)
+    ("meta-llama/llama-3.1-70b", "lora", "fsdp", 2, 1, 8, False, 0.0, 118.262),
+    ("meta-llama/llama-3.1-70b", "qlora", "ddp", 1, 1, 16, False, 0.05, 104.608),
+    ("meta-llama/llama-3.1-70b", "qlora", "ddp", 1, 16, 1, True, 0.05, 94.717),
+    ("meta-llama/llama-3.1-8b", "lora", "ddp", 1, 4, 3, False, 0.05, 67.565),
+]
+
+
+@pytest.mark.parametrize("model,method,strategy,world,micro,acc,ckpt,dropout,measured", H200_DROPOUT_ROWS)
+def test_the_planner_is_within_ten_percent_with_checkpointing_and_lora_dropout(model, method, strategy, world, micro,
+                                                                                acc, ckpt, dropout, measured):
+    from finetune_plan.catalog import SHAPES
+
+    w = Workload(method, strategy, world, 2048, 140 * GiB, lora_dropout=dropout)
+    e = estimate(SHAPES[model], w, micro, ckpt, accumulation=acc)
+    assert abs(e.total / GiB - measured) / measured < 0.10, (e.as_gib(), measured)
+
+
+def test_lora_dropout_keeps_a_copy_and_mask_of_each_adapted_input():
+    """70B QLoRA on one H200 with the spec's default dropout: the planner's pick is the shape that ran (micro 1,
+    no checkpointing, 104.6 GiB); before dropout was counted it picked micro 2, which ran out of memory."""
+    from finetune_plan.catalog import SHAPES
+
+    m = SHAPES["meta-llama/llama-3.1-70b"]
+    plain = Workload("qlora", "ddp", 1, 2048, 140 * GiB)
+    dropped = Workload("qlora", "ddp", 1, 2048, 140 * GiB, lora_dropout=0.05)
+    ins = sum(a for a, _ in m.linears().values())
+    extra = estimate(m, dropped, 1, False).activations - estimate(m, plain, 1, False).activations
+    # + 3 bytes per adapted input element, - the norm outputs and the MLP product no longer kept
+    assert extra == pytest.approx(2048 * m.layers * (3 * ins - 2 * (2 * m.hidden + m.intermediate)))
+    pick = choose(m, dropped, 16)
+    assert (pick.micro, pick.checkpointing) == (1, False)
+    assert pick.estimate.total / GiB == pytest.approx(104.608, rel=0.05)
+    assert choose(m, plain, 16).micro == 2  # what the planner picked before, and what ran out of memory with dropout

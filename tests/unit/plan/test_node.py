@@ -73,7 +73,8 @@ def test_70b_full_on_2xh200_is_refused_by_gpu_or_host_and_lora_fsdp_and_qlora_fi
     assert not any(c.fits for (m, _), c in cells.items() if m == "full")
     off = cells[("full", "deepspeed-zero3+offload")]
     assert off.gpu_gib < 100 and off.why == [f"host: needs {off.host_gib:.0f} GiB (offloaded state) of 256"]
-    assert cells[("lora", "fsdp")].fits and cells[("lora", "fsdp")].gpu_gib == pytest.approx(113.7, abs=1)  # 118.3
+    assert cells[("lora", "fsdp")].fits and cells[("lora", "fsdp")].gpu_gib == pytest.approx(128.2, abs=1)  # spec's dropout
+    # 0.05; with dropout 0: 113.7, measured 118.3 (test_memory.py's H200_DROPOUT_ROWS)
     assert cells[("lora", "deepspeed-zero3")].why == ["host: needs 272 GiB (loading) of 256"]
     assert cells[("qlora", "ddp")].fits
     roomy = plan_cell("meta-llama/Llama-3.1-70B", LLAMA_70B, node_for("2xH200").__class__(
