@@ -11,7 +11,7 @@ import re
 import pytest
 
 import test_operator
-from finetune_operator.dashboard import DASHBOARD_FILE, panel_queries
+from finetune_monitoring.dashboard import DASHBOARD_FILE, panel_queries
 from support.prometheus import running_prometheus
 from test_operator import CHAOS, CHAOS_FAIL_LABEL, RUN_LONG, apply, ftj, install_crd, running_operator, wait_phase
 
