@@ -239,7 +239,10 @@ def transitions(previous: Optional[FineTuneJobStatus], new: FineTuneJobStatus) -
     events: list[Event] = []
     old = {c.type: (c.status, c.reason) for c in previous.conditions}
     restarted = (new.restarts or 0) > (previous.restarts or 0)
+    failed = next((c for c in new.conditions if c.type == "Failed" and c.status == "True"), None)
     for c in new.conditions:
+        if failed is not None and c.reason == failed.reason:
+            continue  # told once, by the Failed event below
         changed = old.get(c.type) != (c.status, c.reason)
         if c.type == "Restarting":
             if c.status == "True" and (changed or restarted):
@@ -251,7 +254,6 @@ def transitions(previous: Optional[FineTuneJobStatus], new: FineTuneJobStatus) -
                 and c.reason not in {e.reason for e in events}:
             events.append(Event("Warning", c.reason, c.message))
     if new.phase != previous.phase:
-        failed = next((c for c in new.conditions if c.type == "Failed" and c.status == "True"), None)
         if failed is not None:
             events.append(Event("Warning", "Failed", f"{failed.reason}: {failed.message}"))
         elif new.phase in ("Running", "Succeeded", "Suspended") or (new.phase == "Pending" and not events):
