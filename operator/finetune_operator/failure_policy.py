@@ -152,11 +152,25 @@ def restarts(pods: list[dict]) -> int:
     return max(per_index.values(), default=0)
 
 
-def attempt(job: dict) -> tuple[int, int]:
-    """(this attempt, the most attempts): counted failures so far + 1, of BACKOFF_LIMIT + 1."""
+def attempt(job: dict, pods: list[dict]) -> tuple[int, int]:
+    """(this attempt, the most attempts): counted failures so far + 1, of BACKOFF_LIMIT + 1.
+
+    Counted failures are the Job's own count, or - while the Job controller has not caught up with a pod that just
+    failed - what the pods say: per index, the failures before its newest pod plus that pod's if it failed.
+    """
     spec = job.get("spec") or {}
     limit = int(spec.get("backoffLimit", BACKOFF_LIMIT))
-    failed = int((job.get("status") or {}).get("failed") or 0)
+    newest: dict[str, dict] = {}
+    for pod in pods:
+        created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
+        if created >= ((newest.get(index_of(pod)) or {}).get("metadata") or {}).get("creationTimestamp", ""):
+            newest[index_of(pod)] = pod
+    from_pods = 0
+    for pod in newest.values():
+        notes = (pod.get("metadata") or {}).get("annotations") or {}
+        failure = failure_of(pod)
+        from_pods += int(notes.get(FAILURE_COUNT) or 0) + int(failure is not None and failure.counted)
+    failed = max(int((job.get("status") or {}).get("failed") or 0), from_pods)
     return min(failed + 1, limit + 1), limit + 1
 
 

@@ -106,7 +106,7 @@ def _succeeded(obs: Observation) -> bool:
 def _restart_message(obs: Observation) -> tuple[str, str]:
     """(reason, message) of the Restarting condition: the last failure and where the retry budget stands."""
     failure = last_failure(obs.pods)
-    n, m = attempt(obs.job or {})
+    n, m = attempt(obs.job or {}, obs.pods)
     budget = f"attempt {n} of {m}"
     if failure is None:
         return "Restarting", f"the trainer pods are being replaced; {budget}"
