@@ -32,8 +32,13 @@ CHILD_KINDS = ("serviceaccounts", "configmaps", "services", "jobs", "persistentv
 def install_crd(cp: ControlPlane) -> None:
     res = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
     assert res.returncode == 0, res.stderr
-    res = cp.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.finetune.io", "--timeout=60s")
-    assert res.returncode == 0, res.stderr
+
+    def established():  # (`kubectl wait` errors out while the new CRD has no status yet)
+        crd = cp.get_json("crd", "finetunejobs.finetune.io") or {}
+        return any(c["type"] == "Established" and c["status"] == "True"
+                   for c in (crd.get("status") or {}).get("conditions") or [])
+
+    wait_for(established, 60, "the FineTuneJob CRD to be established")
 
 
 @contextlib.contextmanager
@@ -162,3 +167,13 @@ def children(cp: ControlPlane, namespace: str, name: str) -> dict[str, list[dict
 def uids(kids: dict[str, list[dict]], skip=("pods",)) -> dict[str, list[str]]:
     """The uids of each kind of child (to compare before and after: a recreated child has a new uid)."""
     return {k: sorted(o["metadata"]["uid"] for o in v) for k, v in kids.items() if k not in skip}
+
+
+def provide_volume(cp: ControlPlane, namespace: str, claim: str, size: str = "100Gi") -> None:
+    """A PersistentVolume reserved for claim `namespace/claim`: the storage a real cluster's provisioner would give
+    (nothing here provisions volumes; kwok never mounts it)."""
+    cp.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": f"pv-{namespace}-{claim}"},
+              "spec": {"capacity": {"storage": size}, "accessModes": ["ReadWriteOnce", "ReadWriteMany"],
+                       "persistentVolumeReclaimPolicy": "Delete", "storageClassName": "",
+                       "hostPath": {"path": f"/tmp/pv/{namespace}/{claim}"},
+                       "claimRef": {"namespace": namespace, "name": claim}}})
