@@ -139,15 +139,19 @@ def restarts(pods: list[dict]) -> int:
     """How many times the trainer pods were started again: the most restarted index's failures, counted or not.
 
     A replacement pod carries its index's earlier failures (the Job controller's annotations); a failed pod not yet
-    replaced adds its own. Without the annotations (a Job without per-index backoff) failed pods are counted.
+    replaced adds its own, unless it is being deleted (stopped by a suspension or for a group restart: its
+    replacement counts it). Without the annotations (a Job without per-index backoff) failed pods are counted.
     """
+    def ended(pod: dict) -> bool:  # failed by itself, not stopped on purpose (suspend, a group restart)
+        return phase_of(pod) == "Failed" and not (pod.get("metadata") or {}).get("deletionTimestamp")
+
     per_index: dict[str, int] = {}
     for pod in pods:
         notes, index = (pod.get("metadata") or {}).get("annotations") or {}, index_of(pod)
         if FAILURE_COUNT in notes:
-            n = _prior_failures(pod) + int(phase_of(pod) == "Failed")
+            n = _prior_failures(pod) + int(ended(pod))
         else:
-            n = sum(1 for p in pods if index_of(p) == index and phase_of(p) == "Failed")
+            n = sum(1 for p in pods if index_of(p) == index and ended(p))
         per_index[index] = max(per_index.get(index, 0), n)
     return max(per_index.values(), default=0)
 

@@ -1,12 +1,12 @@
 """The kopf handlers: thin, and all of them end in one level-triggered reconcile per FineTuneJob.
 
 Why so little here: kopf decides *when* - a FineTuneJob appeared, changed (only `spec.suspend` may) or was listed
-again at an operator restart; a child, a trainer pod or a FailedCreate event changed; a job's periodic timer fired -
-and `reconcile.Reconciler` decides *what*, the same way every time, from kopf's indexes (indexes.py), never from a
-GET or a LIST. The timer runs only for unfinished jobs: a Succeeded or Failed job costs nothing after its last write.
-No handler persists progress on the object and there is no finalizer: deletion cascades through owner references,
-so it works while the operator is down. `kopf run -m finetune_operator.handlers` (or `finetune-operator`) loads this.
-"""
+again at an operator restart; a child, a trainer pod or a FailedCreate event changed - and the periodic resync
+decides the rest; `reconcile.Reconciler` decides *what*, the same way every time, from kopf's indexes (indexes.py),
+never from a GET or a LIST. The resync visits only unfinished jobs: a Succeeded or Failed job costs nothing after its
+last write. No handler persists progress on the object and there is no finalizer (hence no kopf timer or daemon:
+kopf gives every object that has one a finalizer): deletion cascades through owner references, so it works while the
+operator is down. `kopf run -m finetune_operator.handlers` (or `finetune-operator`) loads this."""
 
 from __future__ import annotations
 
@@ -28,8 +28,6 @@ from .reconcile_queue import ReconcileQueue
 from .render import default_image
 from .status import TERMINAL
 
-# The timer's interval is fixed when it is declared, so it is read at import; every other setting at startup.
-RESYNC_SECONDS = operator_settings.from_env().resync_seconds
 
 
 @kopf.on.login()
@@ -63,20 +61,22 @@ class _Operator:
 
 
 @kopf.on.startup()
-def on_startup_configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> None:
+async def on_startup_configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger, **_) -> None:
     """Apply the settings from the environment and start the metrics endpoint."""
     conf = operator_settings.from_env()
     operator_settings.apply(conf, settings)
     memo.op = _Operator(conf)
     memo.op.reconciler.metrics.serve(conf.metrics_port)
+    memo.op.resync = asyncio.get_running_loop().create_task(resync_forever(memo.op, conf.resync_seconds))
     logger.info("finetune-operator: trainer image %s, resync every %ss, metrics on :%s",
-                memo.op.reconciler.image, RESYNC_SECONDS, conf.metrics_port)
+                memo.op.reconciler.image, conf.resync_seconds, conf.metrics_port)
 
 
 @kopf.on.cleanup()
 def on_cleanup_stop(memo: kopf.Memo, **_) -> None:
-    """Stop taking reconciles."""
+    """Stop the resync and the reconciles."""
     if getattr(memo, "op", None) is not None:
+        memo.op.resync.cancel()
         memo.op.queue.close()
 
 
@@ -125,17 +125,24 @@ async def on_event_failed_create(namespace: str, body: kopf.Body, memo: kopf.Mem
         await memo.op.queue.request((namespace, owner))
 
 
-def _unfinished(status: kopf.Status, **_) -> bool:
-    return (status or {}).get("phase") not in TERMINAL
+async def resync_forever(op: _Operator, every: float) -> None:
+    """Every `every` seconds, every unfinished job: read rank 0's progress (at most `max_scrapes` at once), then
+    reconcile - the level-triggered safety net that also recreates a child whose deletion a watch missed.
+
+    One task of the operator, not a kopf timer per object: kopf puts a finalizer on every object that has a timer
+    or a daemon, and then a FineTuneJob could not be deleted while no operator runs. The jobs come from the index
+    (no LIST); a finished job is skipped, so it costs nothing after its last write.
+    """
+    while True:
+        await asyncio.sleep(every)
+        keys = [key for key, store in list((op.indexes.get("ftj_index") or {}).items())
+                if any((f.get("status") or {}).get("phase") not in TERMINAL for f in store)]
+        await asyncio.gather(*(_resync(op, key) for key in keys), return_exceptions=True)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, when=_unfinished)
-async def on_timer_resync(namespace: str, name: str, status: kopf.Status, memo: kopf.Memo, **kwargs) -> None:
-    """Every unfinished job, periodically: read rank 0's progress (a bounded number at once), then reconcile - the
-    level-triggered safety net that also recreates a child whose deletion the watches missed."""
-    op, key = memo.op, (namespace, name)
-    op.see(kwargs)
-    if (status or {}).get("phase") == "Running":
+async def _resync(op: _Operator, key: tuple[str, str]) -> None:
+    ftj = next(iter(idx.values(op.indexes.get("ftj_index"), key)), None)
+    if ftj is not None and (ftj.get("status") or {}).get("phase") == "Running":
         pods = [p for p in idx.values(op.indexes.get("pod_index"), key)
                 if index_of(p) == "0" and (p.get("status") or {}).get("phase") == "Running"]
         url = metrics_url(pods[0], METRICS_PORT) if pods else None

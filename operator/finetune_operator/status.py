@@ -168,7 +168,7 @@ def _phase(obs: Observation, previous: FineTuneJobStatus) -> tuple[str, dict[str
         conds["Running"] = ("False", problem.reason, problem.message)
     else:
         conds["Running"] = ("False", "Starting", f"{running}/{obs.nodes} trainer pods running")
-    if restarts(pods) > 0:
+    if restarts(pods) > 0 or last_failure(pods) is not None:
         reason, msg = _restart_message(obs)
         conds["Restarting"] = ("True", reason, msg + (f"; now: {problem.message}" if problem else ""))
         return "Restarting", conds

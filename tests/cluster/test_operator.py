@@ -173,7 +173,9 @@ def test_suspend_stops_pods_and_resume_starts_them_again(cp, operator, namespace
                           if p["status"].get("phase") in ("Pending", "Running")], 60, "pods stopped")
     res = cp.kubectl("patch", "ftj", "sus", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     assert res.returncode == 0, res.stderr
-    wait_phase(cp, "sus", namespace, "Running")
+    obj = wait_phase(cp, "sus", namespace, "Running")
+    assert not obj["status"].get("restarts"), obj["status"]  # a suspension is not a failure
+    assert "Restarting" not in [e["reason"] for e in events(cp, "sus", namespace)]
 
 
 @pytest.mark.parametrize("when_deleted", ["Retain", "Delete"])
