@@ -60,11 +60,14 @@ def test_operator_deployment_is_available_and_hardened(installed):
     ("create", "jobs.batch", True), ("create", "configmaps", True), ("create", "services", True),
     ("patch", "finetunejobs.finetune.io/status", True), ("create", "events", True),
     ("get", "secrets", False), ("create", "pods/exec", False), ("delete", "nodes", False),
+    ("patch", "finetunejobs.finetune.io", False), ("update", "jobs.batch", False), ("delete", "jobs.batch", False),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
 ])
 def test_operator_rbac_is_least_privilege(installed, verb, resource, allowed):
     sa = f"system:serviceaccount:{NS}:{RELEASE}-finetune-operator"
-    r = installed.kubectl("auth", "can-i", verb, resource, "--as", sa, "-n", "default")
+    resource, _, sub = resource.partition("/")
+    r = installed.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []), "--as", sa,
+                          "-n", "default")
     assert r.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, r.stdout, r.stderr)
 
 

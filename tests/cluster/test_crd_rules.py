@@ -85,8 +85,8 @@ def test_every_shipped_example_is_accepted(crd_installed, namespace):
     import yaml
 
     for path in sorted((REPO / "examples").rglob("*.yaml")):
-        doc = yaml.safe_load(path.read_text())
-        if doc.get("kind") != "FineTuneJob":
-            continue
-        r = _dry_run(crd_installed, namespace, doc["spec"], name=doc["metadata"]["name"])
-        assert r.returncode == 0, f"{path}: {r.stderr}"
+        for doc in yaml.safe_load_all(path.read_text()):
+            if not doc or doc.get("kind") != "FineTuneJob":
+                continue
+            r = _dry_run(crd_installed, namespace, doc["spec"], name=doc["metadata"]["name"])
+            assert r.returncode == 0, f"{path}: {r.stderr}"

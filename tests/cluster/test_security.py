@@ -43,9 +43,8 @@ def _used(cp: ControlPlane) -> tuple[set[tuple[str, str, str]], list[dict]]:
         if not ref.get("resource"):
             continue  # discovery (/api, /apis): open to every authenticated user
         resource = ref["resource"] + (f"/{ref['subresource']}" if ref.get("subresource") else "")
-        code = (e.get("responseStatus") or {}).get("code", 200)
-        if code == 403:
-            denied.append(e)
+        if (e.get("annotations") or {}).get("authorization.k8s.io/decision") == "forbid":
+            denied.append(e)  # RBAC said no (a 403 from a terminating namespace is not a missing grant)
         used.add((ref.get("apiGroup", ""), resource, e["verb"]))
     return used, denied
 
