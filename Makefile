@@ -12,7 +12,7 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart preference test test-fast crd charts clean-quickstart
+.PHONY: venv quickstart preference test test-fast crd charts errors-doc clean-quickstart
 
 # .venv is this clone's own small venv layered on the cached one (scripts/clone_venv.py): its `finetune` runs this
 # clone's code, whichever clone used the cache last. Nothing is installed into the shared venv.
@@ -65,3 +65,7 @@ crd: venv
 # (grafana-foundation-sdk), kept out of the operator package; tests fail when the checked-in files are stale.
 charts: venv
 	PYTHONPATH=monitoring .venv/bin/python -m finetune_monitoring.dashboard
+
+# docs/errors.md: what `finetune validate` says for each malformed spec of the corpus (tests/support/spec_corpus*.py)
+errors-doc: venv
+	PYTHONPATH=tests .venv/bin/python -m support.errors_doc

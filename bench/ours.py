@@ -1,15 +1,15 @@
 """Our trainer on a benchmark workload: the real recipe (`finetune_trainer.recipe.run`), fed pre-tokenized data.
 
 Everything that trains is the production path — TrainerConfig, load_model (attention choice, Liger),
-apply_method (peft), the loop with its loss normalisation, fused AdamW, the scheduler, checkpoint and
-output writing after the loop. Four seams are replaced, bench-side only, because the benchmark has no
-text and no tokenizer for a 128k vocabulary and must pin what it measures:
+apply_method (peft), the loop with its loss normalisation, fused AdamW, the scheduler and output writing
+after the loop. Three seams are replaced, bench-side only, because the benchmark has no text and no tokenizer
+for a 128k vocabulary and must pin what it measures; the launch plan is given whole instead of planned:
 
-- `recipe.load_tokenizer` -> a stub that knows the pad id and saves nothing;
-- `recipe._load_data` -> the synthetic examples (or rows packed by data/packing.py) as a DataBundle;
-- `recipe.memory_plan` -> the workload's explicit micro-batch / checkpointing, so each ablation row runs the
-  shape it names (the planner, calibrated since on these runs, would pick its own);
-- `recipe._micro_batches` -> the same function, recording each step's token counts, so steady-state
+- `modeling.load_tokenizer` -> a stub that knows the pad id and saves nothing;
+- `session._load_data` -> the synthetic examples (or rows packed by data/packing.py) as a DataBundle;
+- the TrainerConfig's `plan` -> the workload's explicit micro-batch / checkpointing, so each ablation row runs
+  the shape it names (the planner, calibrated since on these runs, would pick its own);
+- `recipe.micro_batches` -> the same function, recording each step's token counts, so steady-state
   tokens/s is total tokens over total time rather than a mean of per-step rates.
 
 An ablation switches pieces off: attention implementation, Liger, the fast LoRA forward, checkpointing, and
@@ -37,7 +37,8 @@ class _StubTokenizer:
 
 def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: float, warmup_ratio: float,
                seed: int, global_batch: int, micro: int, checkpointing: bool, attn: str = "auto",
-               strategy: str = "auto", packing: bool = True, padding_free: bool = True):
+               strategy: str = "auto", packing: bool = True, padding_free: bool = True,
+               checkpoint_layers: int | None = None):
     """The TrainerConfig a user's FineTuneJob for this workload would resolve to."""
     from finetune_api.job import FineTuneJob
     from finetune_api.trainer_config import TrainerConfig
@@ -60,21 +61,24 @@ def job_config(w: Workload, model_dir: Path, out_dir: Path, *, steps: int, lr: f
             "distributed": {"strategy": strategy},
         },
     }
-    from finetune_api.launch import resolve_strategy
+    from finetune_api.trainer_config import LaunchPlan
+    from finetune_plan import resolve_strategy
 
+    plan = LaunchPlan(device=device(), strategy=resolve_strategy(strategy, w.method in ("full", "spectrum"), 1, device()),
+                      micro_batch=micro, gradient_accumulation=max(1, global_batch // micro),
+                      checkpointing=checkpointing, checkpoint_layers=checkpoint_layers if checkpointing else None)
     return TrainerConfig(job=FineTuneJob.model_validate(job), model_path=str(model_dir),
-                         dataset_paths=[str(out_dir / "synthetic.jsonl")], output_dir=str(out_dir), device=device(),
-                         strategy=resolve_strategy(strategy, w.method, 1, device()))
+                         dataset_paths=[str(out_dir / "synthetic.jsonl")], output_dir=str(out_dir), plan=plan)
 
 
 @contextmanager
-def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bool, counts: list, pad: int,
-           checkpoint_layers: int | None = None):
-    from finetune_trainer import batching, liger, lora_forward, recipe
+def _seams(train: list[dict], liger_on: bool, fast_lora: bool, counts: list, pad: int):
+    from finetune_trainer import liger, lora_forward, modeling, recipe, session
     from finetune_trainer.data import DataBundle, DataReport
     from transformers.models.llama import modeling_llama
 
-    saved = {k: getattr(recipe, k) for k in ("load_tokenizer", "_load_data", "memory_plan", "_micro_batches")}
+    saved = {"load_tokenizer": modeling.load_tokenizer, "_load_data": session._load_data,
+             "micro_batches": recipe.micro_batches}
     saved_apply, saved_rope = liger.apply_liger, modeling_llama.apply_rotary_pos_emb
     saved_lora = lora_forward.use_fast_lora_forward
     report = DataReport(max_length=0, read=len(train), kept=len(train),
@@ -82,17 +86,14 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
                         trainable_tokens=sum(sum(t != -100 for t in e["labels"]) for e in train))
 
     def micro_batches(*a, **k):
-        out = saved["_micro_batches"](*a, **k)
+        out = saved["micro_batches"](*a, **k)
         counts.append({"real_tokens": sum(b["n_real"] for b in out),
                        "trainable_tokens": sum(int((b["labels"][:, 1:] != -100).sum()) for b in out)})
         return out
 
-    recipe.load_tokenizer = lambda cfg: _StubTokenizer(pad)
-    recipe._load_data = lambda cfg, tok: DataBundle(train, [], report, None, None)
-    recipe.memory_plan = lambda cfg, world, n: batching.RunPlan(
-        batching.plan_batches(cfg.job.spec.training, world, device(), n), checkpointing, cfg.strategy,
-        checkpoint_layers=checkpoint_layers)
-    recipe._micro_batches = micro_batches
+    modeling.load_tokenizer = lambda cfg: _StubTokenizer(pad)
+    session._load_data = lambda cfg, tok: DataBundle(train, [], report, None, None)
+    recipe.micro_batches = micro_batches
     if not liger_on:
         liger.apply_liger = lambda model, **kw: False
     if not fast_lora:
@@ -100,8 +101,8 @@ def _seams(train: list[dict], checkpointing: bool, liger_on: bool, fast_lora: bo
     try:
         yield
     finally:
-        for k, v in saved.items():
-            setattr(recipe, k, v)
+        modeling.load_tokenizer, session._load_data = saved["load_tokenizer"], saved["_load_data"]
+        recipe.micro_batches = saved["micro_batches"]
         liger.apply_liger = saved_apply
         lora_forward.use_fast_lora_forward = saved_lora
         modeling_llama.apply_rotary_pos_emb = saved_rope  # Liger patches RoPE module-wide
@@ -128,7 +129,8 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
     out_dir.mkdir(parents=True)
     cfg = job_config(w, model_dir, out_dir, steps=steps, lr=lr, warmup_ratio=warmup_ratio, seed=seed,
                      global_batch=global_batch, micro=micro, checkpointing=checkpointing, attn=attn,
-                     strategy=strategy, packing=packing, padding_free=padding_free)
+                     strategy=strategy, packing=packing, padding_free=padding_free,
+                     checkpoint_layers=checkpoint_layers)
     if cfg.strategy != "single":  # FSDP2 on one GPU: the one-rank process group torchrun would describe
         import os
 
@@ -140,7 +142,7 @@ def run_ours(w: Workload, model_dir: Path, train: list[dict], out_dir: Path, *, 
     if gpu:
         torch.cuda.reset_peak_memory_stats()
     t0 = time.perf_counter()
-    with _seams(train, checkpointing, liger_on, fast_lora, counts, pad_id(w.config), checkpoint_layers):
+    with _seams(train, liger_on, fast_lora, counts, pad_id(w.config)):
         if profile_to is None:
             recipe.run(cfg)
         else:
@@ -172,7 +174,7 @@ def _profiled(recipe, cfg, profile_dir: Path) -> None:
     state = {"n": 0}
     prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
                    schedule=schedule(wait=1, warmup=1, active=2, repeat=1))
-    orig = recipe._micro_batches  # the counting seam: called once per step
+    orig = recipe.micro_batches  # the counting seam: called once per step
 
     def stepping(*a, **k):
         if state["n"]:
@@ -180,10 +182,10 @@ def _profiled(recipe, cfg, profile_dir: Path) -> None:
         state["n"] += 1
         return orig(*a, **k)
 
-    recipe._micro_batches = stepping
+    recipe.micro_batches = stepping
     with prof:
         recipe.run(cfg)
-    recipe._micro_batches = orig
+    recipe.micro_batches = orig
     profile_dir.parent.mkdir(parents=True, exist_ok=True)
     averages = prof.key_averages()
     try:

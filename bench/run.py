@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         b = w.baseline_batch
         groups = [examples[k * b:(k + 1) * b] for k in range(LOSS_STEPS)]
         rows = [pack_examples(g, sum(len(e["input_ids"]) for e in g), seed=0)[0] for g in groups]
-        # the recipe takes row perm[s] at step s (recipe._micro_batches: seed * 1000003 + epoch); give the
+        # the recipe takes row perm[s] at step s (recipe.micro_batches: seed * 1000003 + epoch); give the
         # baseline the same examples in the same steps; the recorded per-step token counts are checked below
         perm = _t.randperm(LOSS_STEPS, generator=_t.Generator().manual_seed(args.seed * 1000003)).tolist()
         ordered = [e for s in range(LOSS_STEPS) for e in groups[perm[s]]]

@@ -24,6 +24,7 @@ LLAMA_31_8B = dict(
                   "original_max_position_embeddings": 8192},
     tie_word_embeddings=False, bos_token_id=128000, eos_token_id=128001, hidden_act="silu",
 )
+LLAMA_31_70B = dict(LLAMA_31_8B, hidden_size=8192, intermediate_size=28672, num_hidden_layers=80, num_attention_heads=64)
 LLAMA_32_1B = dict(LLAMA_31_8B, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, head_dim=64,
                    rope_scaling=dict(LLAMA_31_8B["rope_scaling"], factor=32.0), tie_word_embeddings=True)
 

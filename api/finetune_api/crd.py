@@ -47,13 +47,14 @@ PRINTER_COLUMNS = [
 # value: "object": <message>" (it cannot print an object's or an int-or-string's value, and printed a type or "").
 FORBIDDEN = "FieldValueForbidden"
 
-# metadata.name names the trainer pods' hostnames and the rendezvous Service: refused at admission when it cannot.
+# metadata.name names the trainer pods' hostnames and the rendezvous Service: refused at admission when it cannot
+# (a custom resource's name may otherwise be a 253-character DNS subdomain, dots included).
 NAME_RULE = {
     "rule": "self.size() <= 63 && self.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')",
     "reason": "FieldValueForbidden",
-    "messageExpression": "'metadata.name ' + self + ' is not a DNS label: use at most 63 lowercase letters, digits "
-                         "and -, starting and ending with a letter or digit (no dots); it names the trainer pods "
-                         "and their Service'",
+    "messageExpression": "'metadata.name ' + self + ' is not a DNS label (at most 63 characters: lowercase letters, "
+                         "digits and -, starting and ending with a letter or digit, no dots): it names the trainer "
+                         "pods and their Service'",
 }
 
 # What a FineTuneJob's status reads until an operator writes one (a schema default, applied on every read).
@@ -111,12 +112,11 @@ def _structural_node(node: dict) -> dict:
             desc = f"An integer >= {lo}, or `auto`. {desc or ''}".rstrip()
         elif types == {"boolean", "string"}:  # 'auto' or true/false: no CEL can see an untyped field,
             # but an enum of mixed JSON types is a value validation the API server applies
-            # A pattern applies to strings only, so booleans pass; the quoted forms "true"/"false" pass too, as
-            # pydantic (finetune validate) accepts them. (An enum of mixed types made the API server refuse 'true'
-            # with "supported values: "auto", "true", "false"", and kubectl explain list it twice.)
+            # A pattern applies to strings only, so booleans pass and the only string is `auto`; a quoted 'true' is
+            # refused, as `finetune validate` refuses it. (An enum of mixed types refused 'true' with "supported
+            # values: "auto", "true", "false"", which reads as if 'true' were allowed.)
             consts = [b["enum"][0] if "enum" in b else b.get("const") for b in branches if b.get("type") == "string"]
-            node = {**node, "x-kubernetes-preserve-unknown-fields": True,
-                    "pattern": f"^({'|'.join([*consts, 'true', 'false'])})$"}
+            node = {**node, "x-kubernetes-preserve-unknown-fields": True, "pattern": f"^({'|'.join(consts)})$"}
             desc = f"{' or '.join(f'`{c}`' for c in consts)}, true or false. {desc or ''}".rstrip()
         elif types == {"array", "string"}:  # 'all-linear' or a list of names: the pattern applies to strings
             # only and minItems to arrays only, so together they refuse other strings and the empty list
@@ -136,6 +136,16 @@ def _structural_node(node: dict) -> dict:
             node[bound] = node.pop(strict)  # OpenAPI v3.0: the bound is a number, "exclusive" a flag
             node[strict] = True
     t = node.get("type")
+    if t == "object" and "patternProperties" in node:  # a map with checked keys (labels): no such structural form
+        (key_pattern, value), = node.pop("patternProperties").items()
+        names = node.pop("propertyNames", {})
+        node["additionalProperties"] = value
+        cel_pattern = key_pattern.replace("\\", "\\\\")  # inside a CEL string literal
+        size = f" && size(k) <= {names['maxLength']}" if "maxLength" in names else ""
+        node.setdefault("x-kubernetes-validations", []).append({
+            "rule": f"self.all(k, k.matches('{cel_pattern}'){size})",
+            "message": "keys must be label keys: an optional DNS-subdomain prefix and '/', then letters, digits, "
+                       "'-', '_' or '.', starting and ending with a letter or digit"})
     if t == "object":
         props = node.get("properties")
         if props is not None:
@@ -154,7 +164,10 @@ def _structural_node(node: dict) -> dict:
 def _at(schema: dict, dotted: str) -> dict:
     node = schema
     for part in dotted.split(".")[1:]:
-        node = node["properties"][part]
+        if part.endswith("[]"):  # the items of a list (rules on each toleration)
+            node = node["properties"][part[:-2]]["items"]
+        else:
+            node = node["properties"][part]
     return node
 
 

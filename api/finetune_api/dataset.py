@@ -7,26 +7,29 @@ pre-training, and `preference` triples (prompt, chosen, rejected) for DPO/ORPO.
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from .base import SpecModel
+from .kube_types import NO_NUL
 from .volume import VolumeSource
 
 DatasetFormat = Literal["alpaca", "messages", "sharegpt", "prompt-completion", "text", "preference"]
 DATASET_FORMATS: tuple[str, ...] = DatasetFormat.__args__  # type: ignore[attr-defined]
+DataPath = Annotated[str, StringConstraints(min_length=1, max_length=4096, pattern=NO_NUL)]
 
 
 class DatasetSpec(SpecModel):
     """Training data: JSONL files (one example per line) or a hub dataset, in one of six formats."""
 
-    paths: Optional[list[str]] = Field(
+    paths: Optional[list[DataPath]] = Field(
         None,
         min_length=1,
         max_length=64,
-        description="JSONL files (or directories of *.jsonl) with one example per line. Locally filesystem "
-        "paths; in a cluster paths inside `volume`. Exactly one of `paths` and `hubId`.",
+        description="JSONL files (one example per line; a .json file may hold one JSON array of examples) or "
+        "directories of them. Locally filesystem paths; in a cluster paths inside `volume`. Exactly one of `paths` "
+        "and `hubId`.",
     )
     hub_id: Optional[str] = Field(
         None, max_length=256, description="Hugging Face hub dataset id. Exactly one of `paths` and `hubId`."
@@ -48,7 +51,7 @@ class DatasetSpec(SpecModel):
         description="Fraction of the examples held out for evaluation (chosen with `training.seed`). "
         "At most one of `validationSplit` and `validationPaths`.",
     )
-    validation_paths: Optional[list[str]] = Field(
+    validation_paths: Optional[list[DataPath]] = Field(
         None, min_length=1, max_length=64, description="JSONL files used only for evaluation, same format."
     )
     max_length: int = Field(

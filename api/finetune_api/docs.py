@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from .explain import _describe_type
 from .job import FineTuneJobSpec
-from .loading import _model_in
+from .errors_format import _model_in
 from .rules import RULES
 
 DOC_FILE = "spec.md"

@@ -7,12 +7,13 @@ allowed values, which the CRD (deliberately default-free: defaults live in the p
 from __future__ import annotations
 
 import textwrap
+import typing
 from typing import Any, Optional
 
 from pydantic import BaseModel
 
 from .job import FineTuneJob
-from .loading import _field_by_alias, _model_in
+from .errors_format import _field_by_alias, _model_in
 
 
 class UnknownField(KeyError):
@@ -20,12 +21,30 @@ class UnknownField(KeyError):
 
 
 def _describe_type(annotation: Any) -> str:
+    """A type as a reader wants it: `Optional[int>0]`, `dict[str, str]`, `Literal['a', 'b']` (constraints are in the
+    description and the CRD, not repeated here)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        base, meta = args[0], args[1:]
+        bounds = {type(m).__name__: m for m in meta}
+        if base is int and "Gt" in bounds and bounds["Gt"].gt == 0:
+            return "int>0"
+        if base is int and "Ge" in bounds and bounds["Ge"].ge == 0:
+            return "int>=0"
+        return _describe_type(base)
+    if origin is typing.Literal:
+        return f"Literal[{', '.join(repr(a) for a in args)}]"
+    if origin is typing.Union:
+        inner = [a for a in args if a is not type(None)]
+        text = ", ".join(_describe_type(a) for a in inner)
+        if len(inner) < len(args):
+            return f"Optional[{text}]" if len(inner) == 1 else f"Optional[Union[{text}]]"
+        return f"Union[{text}]"
+    if origin is not None:
+        return f"{getattr(origin, '__name__', str(origin))}[{', '.join(_describe_type(a) for a in args)}]"
     if isinstance(annotation, type):
         return annotation.__name__
-    text = repr(annotation).replace("typing.", "").replace("finetune_api.", "")
-    for mod in ("model.", "dataset.", "method.", "training.", "output.", "volume.", "scheduling.", "status.", "job."):
-        text = text.replace(mod, "")
-    return text.replace("Annotated[int, Gt(gt=0)]", "int>0").replace("Annotated[int, Ge(ge=0)]", "int>=0")
+    return repr(annotation).replace("typing.", "")
 
 
 def _lookup(path: str):

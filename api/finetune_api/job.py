@@ -12,11 +12,12 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 
 from .base import SpecModel
+from .kube_types import DNS_LABEL, IMAGE, Labels
 from .dataset import DatasetSpec
 from .method import LoraSpec, MethodSpec, ObjectiveSpec, SpectrumSpec
 from .model import ModelSpec
 from .output import OutputSpec
-from .rules import violations
+from .rules import all_violations
 from .scheduling import SchedulingSpec
 from .status import FineTuneJobStatus
 from .training import DistributedSpec, ResourcesSpec, TrainingSpec
@@ -47,7 +48,8 @@ class FineTuneJobSpec(SpecModel):
         None, description="Secret key holding a Hugging Face token, for gated hub models/datasets."
     )
     image: Optional[str] = Field(
-        None, max_length=1024, description="Trainer image; default: the one the operator was installed with."
+        None, max_length=1024, pattern=IMAGE,
+        description="Trainer image; default: the one the operator was installed with."
     )
     suspend: bool = Field(
         False, description="Stop the trainer pods (keeping checkpoints); set back to false to resume."
@@ -55,17 +57,9 @@ class FineTuneJobSpec(SpecModel):
 
     @model_validator(mode="after")
     def _cross_field_rules(self) -> "FineTuneJobSpec":
-        found: list[tuple[str, str]] = []
-        found += violations(self.model, "spec.model")
-        found += violations(self.dataset, "spec.dataset")
-        found += violations(self.method, "spec.method")
-        found += violations(self.training, "spec.training")
-        found += violations(self.distributed, "spec.distributed")
-        if self.output.volume is not None:
-            found += violations(self.output.volume, "spec.output.volume")
-        found += violations(self, "spec")
-        if found:
-            raise PydanticCustomError("cross_field", "; ".join(msg for _, msg in found))
+        found = all_violations(self)
+        if found:  # each (field path, message) is reported at its own field (errors_format.py)
+            raise PydanticCustomError("cross_field", "; ".join(msg for _, msg in found), {"violations": found})
         return self
 
     @property
@@ -88,8 +82,8 @@ class ObjectMeta(SpecModel):
         ..., max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
         description="Job name (a DNS label: it names the pods and services).",
     )
-    namespace: Optional[str] = Field(None, max_length=63, description="Namespace (cluster runs).")
-    labels: dict[str, str] = Field(default_factory=dict, description="Labels.")
+    namespace: Optional[str] = Field(None, max_length=63, pattern=DNS_LABEL, description="Namespace (cluster runs).")
+    labels: Labels = Field(default_factory=dict, description="Labels (copied onto the children).")
     annotations: dict[str, str] = Field(default_factory=dict, description="Annotations.")
 
 

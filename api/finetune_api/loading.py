@@ -1,22 +1,33 @@
-"""Reading a FineTuneJob from YAML, with errors that name the file, the line and the field path.
+"""Reading a FineTuneJob from YAML, as strictly as the API server does, with errors that name the file, the line
+and the field path.
 
 A user's first contact with the project is often a typo. pydantic knows *what* is wrong
 (`spec.training.learningRate`: greater than 0); the YAML node tree knows *where* (job.yaml line 14). This
 module joins the two, and adds what pydantic's messages lack: the allowed fields for an unknown key, with a
 "did you mean" when one is close.
+
+The local loader must refuse what `kubectl apply` refuses, or a spec validated here trains on something the
+cluster would never accept: so types are strict (`rank: true` is not 1, `maxSteps: "5"` is not 5: the CRD's
+`integer` refuses both), only the camelCase wire names are fields (`learning_rate` is an unknown key, as it is
+to the API server), `apiVersion` and `kind` are required, and duplicate keys are refused (spec_yaml.py).
 """
 
 from __future__ import annotations
 
-import difflib
+import errno
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from .contract import UserError
-from .job import FineTuneJob
+from .errors_format import format_errors
+from .job import API_VERSION, KIND, FineTuneJob
+from .spec_yaml import line_of, read_spec_text, shorten
+from .status import FineTuneJobStatus
 
 
 class SpecError(UserError):
@@ -27,165 +38,135 @@ class SpecError(UserError):
         super().__init__("invalid FineTuneJob:\n  " + "\n  ".join(problems))
 
 
+@dataclass
+class SpecSource:
+    """Where a job came from: the file's name and its YAML node tree, to put a line on any field path."""
+
+    name: str
+    node: Optional[yaml.Node] = None
+
+    def where(self, path: str) -> str:
+        """`file:line` of a dotted field path (`spec.training.maxSteps`, `spec.dataset.paths[1]`)."""
+        line = line_of(self.node, split_path(path))
+        return f"{self.name}:{line}" if line else self.name
+
+    def locate(self, message: str) -> str:
+        """`message` prefixed with `file:line: ` when it starts with a field path (`spec.x.y: ...` or `spec.x.y ...`)."""
+        m = _LEADING_PATH.match(message)
+        if not m or message.startswith(self.name):
+            return message
+        return f"{self.where(m.group(1))}: {message}"
+
+
+_LEADING_PATH = re.compile(r"^(spec(?:\.[A-Za-z][A-Za-z0-9]*|\[\d+\])+)")
+
+
+def locate(spec_file: str | Path, message: str) -> str:
+    """`message` with the file and line of the field it starts with (`spec.x.y ...`), read from `spec_file`.
+
+    For errors raised after loading (the launch plan, the output folder, the trainer's checks): they know the field,
+    not the line. Left unchanged when the file cannot be read or the message names no field.
+    """
+    if not _LEADING_PATH.match(message):
+        return message
+    try:
+        _, node, problems = read_spec_text(Path(spec_file).read_text(encoding="utf-8"), str(spec_file))
+    except (OSError, UnicodeDecodeError):
+        return message
+    return message if problems else SpecSource(str(spec_file), node).locate(message)
+
+
+def split_path(dotted: str) -> list:
+    """`spec.dataset.paths[1]` -> ['spec', 'dataset', 'paths', 1]."""
+    out: list = []
+    for part in re.findall(r"[^.\[\]]+|\[\d+\]", dotted):
+        out.append(int(part[1:-1]) if part.startswith("[") else part)
+    return out
+
+
+def read_job_file(path: str | Path) -> str:
+    """The text of a spec file.
+
+    Raises:
+        SpecError: the path is missing, a folder, unreadable or not UTF-8 (the message says what to give instead).
+    """
+    p = Path(path)
+    if p.is_dir():
+        inside = sorted(q.name for q in p.iterdir() if q.suffix in (".yaml", ".yml", ".json"))[:5]
+        hint = f" (it holds {', '.join(inside)})" if inside else ""
+        raise SpecError([f"{p}: is a folder, not a FineTuneJob file; give the YAML file itself{hint}"])
+    try:
+        return p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SpecError([f"{p}: no such file"]) from None
+    except UnicodeDecodeError as e:
+        raise SpecError([f"{p}: not UTF-8 text ({e.reason} at byte {e.start}); save the file as UTF-8"]) from None
+    except OSError as e:
+        why = "permission denied" if e.errno in (errno.EACCES, errno.EPERM) else (e.strerror or str(e))
+        raise SpecError([f"{p}: cannot read the file: {why}"]) from None
+
+
 def load_job(path: str | Path) -> FineTuneJob:
     """Parse and validate the FineTuneJob in the YAML file at `path`.
 
     Raises:
         SpecError: the file is missing, is not YAML, or does not validate; each line names the place.
     """
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise SpecError([f"{p}: no such file"]) from None
-    except UnicodeDecodeError as e:
-        raise SpecError([f"{p}: not UTF-8 text ({e.reason} at byte {e.start})"]) from None
-    return load_job_text(text, source=str(p))
+    return load_job_source(path)[0]
+
+
+def load_job_source(path: str | Path) -> tuple[FineTuneJob, SpecSource]:
+    """`load_job`, also returning the SpecSource that puts a line on later errors about a field."""
+    text = read_job_file(path)
+    return load_job_text_source(text, source=str(path))
 
 
 def load_job_text(text: str, source: str = "<spec>") -> FineTuneJob:
     """Parse and validate FineTuneJob YAML (or JSON) text; `source` names it in errors."""
-    try:
-        docs = [d for d in yaml.compose_all(text)]
-        data = yaml.safe_load(text) if len(docs) == 1 else None
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{source}:{mark.line + 1}" if mark else source
-        raise SpecError([f"{where}: not valid YAML: {getattr(e, 'problem', e)}"]) from None
-    if len(docs) != 1:
-        raise SpecError([f"{source}: expected exactly one YAML document, found {len(docs)}"])
-    if not isinstance(data, dict):
-        raise SpecError([f"{source}:1: expected a mapping (apiVersion, kind, metadata, spec)"])
-    return validate_job(data, source=source, node=docs[0])
+    return load_job_text_source(text, source)[0]
 
 
-def validate_job(data: dict, source: str = "<spec>", node: Optional[yaml.Node] = None) -> FineTuneJob:
-    """Validate a FineTuneJob given as a dict; errors name `source` (and lines when `node` is given)."""
-    try:
-        return FineTuneJob.model_validate(data)
-    except ValidationError as e:
-        raise SpecError(format_errors(e, source, node)) from None
+def load_job_text_source(text: str, source: str = "<spec>") -> tuple[FineTuneJob, SpecSource]:
+    """`load_job_text`, also returning the SpecSource."""
+    data, node, problems = read_spec_text(text, source)
+    if problems:
+        raise SpecError(problems)
+    return validate_job(data, source=source, node=node), SpecSource(source, node)
 
 
-def format_errors(err: ValidationError, source: str, node: Optional[yaml.Node]) -> list[str]:
-    """One line per problem, union alternatives merged: `source:line: path: message`."""
-    grouped: dict[tuple, list[dict]] = {}
-    for e in err.errors():
-        path, tags = _clean_loc(e["loc"])
-        grouped.setdefault(tuple(path), []).append(e | {"_tags": tags})
-    lines = []
-    for path, errs in grouped.items():
-        dotted = _dotted(path)
-        line = _line_of(node, list(path)) if node is not None else None
-        where = f"{source}:{line}" if line else source
-        lines.append(f"{where}: {dotted or '(top level)'}: {_message(path, errs)}")
-    return lines
-
-
-def _message(path: tuple, errs: list[dict]) -> str:
-    first = errs[0]
-    if first["type"] == "extra_forbidden":
-        allowed = _allowed_fields(path[:-1])
-        close = difflib.get_close_matches(str(path[-1]), allowed, n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        return f"unknown field '{path[-1]}'{hint} (allowed: {', '.join(allowed)})"
-    if first["type"] == "missing":
-        return "required field is missing"
-    if first["type"] == "cross_field":
-        return first["msg"]
-    got = first.get("input")
-    got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
-    if len(errs) > 1:  # a union: 'auto' or a number
-        return " or ".join(dict.fromkeys(_lower(e["msg"]) for e in errs)).capitalize() + got_s
-    return first["msg"] + got_s
-
-
-def _lower(msg: str) -> str:
-    return msg[0].lower() + msg[1:] if msg else msg
-
-
-def _walk_model(path: tuple) -> Optional[type[BaseModel]]:
-    """The pydantic model class at a wire path (aliases, list indices), or None."""
-    cls: Any = FineTuneJob
-    for part in path:
-        if isinstance(part, int):
-            continue
-        field = _field_by_alias(cls, part)
-        if field is None:
-            return None
-        cls = _model_in(field.annotation)
-        if cls is None:
-            return None
-    return cls
-
-
-def _model_in(annotation: Any) -> Optional[type[BaseModel]]:
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-        return annotation
-    for arg in getattr(annotation, "__args__", ()) or ():
-        found = _model_in(arg)
-        if found is not None:
-            return found
-    return None
-
-
-def _field_by_alias(cls: type[BaseModel], alias: str):
-    for name, f in cls.model_fields.items():
-        if (f.alias or name) == alias or name == alias:
-            return f
-    return None
-
-
-def _allowed_fields(path: tuple) -> list[str]:
-    cls = _walk_model(path)
-    if cls is None:
-        return []
-    return [f.alias or n for n, f in cls.model_fields.items()]
-
-
-def _clean_loc(loc: tuple) -> tuple[list, list]:
-    """Split pydantic's loc into the wire path and the union-branch tags it interleaves."""
-    path: list = []
-    tags: list = []
-    cls: Any = FineTuneJob
-    for part in loc:
-        if isinstance(part, int):
-            path.append(part)
-            continue
-        if cls is not None and isinstance(cls, type) and issubclass(cls, BaseModel):
-            field = _field_by_alias(cls, part)
-            if field is not None:
-                path.append(field.alias or part)
-                cls = _model_in(field.annotation)
-                continue
-            path.append(part)  # an unknown key: keep it, it is what the user wrote
-            cls = None
-            continue
-        tags.append(part)  # below a scalar field: a union branch such as 'constrained-int'
-    return path, tags
-
-
-def _dotted(path) -> str:
-    out = ""
-    for p in path:
-        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+def _header_problems(data: dict, source: str, node: Optional[yaml.Node]) -> list[str]:
+    """apiVersion and kind: required, as the API server requires them (the model's defaults are for Python)."""
+    out = []
+    for key, want in (("apiVersion", API_VERSION), ("kind", KIND)):
+        if key not in data:
+            line = line_of(node, []) or 1
+            out.append(f"{source}:{line}: {key}: required field is missing; add `{key}: {want}`")
     return out
 
 
-def _line_of(node: yaml.Node, path: list) -> Optional[int]:
-    """1-based line of the deepest YAML node on `path` (the key itself for mapping entries)."""
-    line = node.start_mark.line + 1
-    for part in path:
-        if isinstance(node, yaml.MappingNode):
-            for k, v in node.value:
-                if k.value == part:
-                    line, node = k.start_mark.line + 1, v
-                    break
-            else:
-                return line
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-            node = node.value[part]
-            line = node.start_mark.line + 1
-        else:
-            return line
-    return line
+def validate_job(data: Any, source: str = "<spec>", node: Optional[yaml.Node] = None) -> FineTuneJob:
+    """Validate a FineTuneJob given as a dict, strictly (as the CRD would); errors name `source` and lines.
+
+    Raises:
+        SpecError: one line per problem.
+    """
+    if not isinstance(data, dict):
+        raise SpecError([f"{source}: expected a mapping (apiVersion, kind, metadata, spec), got "
+                         f"{type(data).__name__}"])
+    problems = _header_problems(data, source, node)
+    body = {k: v for k, v in data.items() if k != "status"}
+    try:
+        job = FineTuneJob.model_validate(body, strict=True, by_alias=True, by_name=False)
+    except ValidationError as e:
+        problems += format_errors(e, source, node)
+        job = None
+    status = data.get("status")
+    if status is not None and job is not None:  # written by the operator (`kubectl get -o yaml`): read leniently
+        try:
+            job = job.model_copy(update={"status": FineTuneJobStatus.model_validate(status)})
+        except (ValidationError, TypeError) as e:
+            problems.append(f"{source}: status: not a FineTuneJob status ({shorten(str(e).splitlines()[0])}); "
+                            "delete the status block, the operator writes it")
+    if problems:
+        raise SpecError(problems)
+    return job

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional, Union
+from typing import Annotated, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from .base import SpecModel
 
+ModuleName = Annotated[str, StringConstraints(min_length=1, max_length=253)]
 MethodType = Literal["lora", "qlora", "full", "spectrum"]
 ObjectiveType = Literal["sft", "cpt", "dpo", "orpo"]
 
@@ -18,7 +19,7 @@ class LoraSpec(SpecModel):
     rank: int = Field(16, ge=1, le=4096, description="Rank r of the adapter matrices A (r x in) and B (out x r).")
     alpha: float = Field(32.0, gt=0, le=65536, description="Scale numerator: the update is scaled by alpha / rank.")
     dropout: float = Field(0.05, ge=0, lt=1, description="Dropout applied to the adapter's input.")
-    target_modules: Union[Literal["all-linear"], list[str]] = Field(
+    target_modules: Union[Literal["all-linear"], Annotated[list[ModuleName], Field(min_length=1, max_length=256)]] = Field(
         "all-linear",
         description="Modules that get adapters: `all-linear` (every linear layer but the output head) or "
         "a list of module-name suffixes such as [q_proj, v_proj]. Names that match nothing are an error.",

@@ -7,6 +7,7 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from .base import SpecModel
+from .kube_types import NO_NUL
 from .volume import VolumeSource
 
 
@@ -15,7 +16,9 @@ class ModelSpec(SpecModel):
 
     path: Optional[str] = Field(
         None,
+        min_length=1,
         max_length=4096,
+        pattern=NO_NUL,
         description="Directory holding the model (config.json, weights, tokenizer) saved with save_pretrained. "
         "Locally a filesystem path; in a cluster the path inside `volume` (or an absolute path in the image). "
         "Exactly one of `path` and `hubId`.",

@@ -7,6 +7,7 @@ from typing import Optional
 from pydantic import Field
 
 from .base import SpecModel
+from .kube_types import NO_NUL
 from .volume import OutputVolume
 
 
@@ -14,7 +15,7 @@ class OutputSpec(SpecModel):
     """The output directory and the checkpoint policy."""
 
     path: str = Field(
-        ..., min_length=1, max_length=4096,
+        ..., min_length=1, max_length=4096, pattern=NO_NUL,
         description="Directory the adapter (or full weights), tokenizer, manifest.json, checkpoints/ and "
         "TensorBoard events are written to. Locally a filesystem path (relative to the spec file); in a "
         "cluster the path inside `volume`.",
@@ -24,6 +25,10 @@ class OutputSpec(SpecModel):
         100, ge=1, le=10_000_000, description="Write a resumable checkpoint every N optimizer steps."
     )
     keep_last_checkpoints: int = Field(2, ge=1, le=1000, description="Checkpoints kept; older ones are deleted.")
+    save_final_checkpoint: bool = Field(
+        False, description="Also write a resumable checkpoint after the last step (only needed to continue training "
+        "later with more steps; a full fine-tune's checkpoint is several times the size of its output).",
+    )
     merge_adapter: bool = Field(
         False, description="Also write the base model with the adapter merged in (safetensors shards)."
     )

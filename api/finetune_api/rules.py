@@ -13,6 +13,7 @@ parsed model with defaults filled in.
 from __future__ import annotations
 
 from dataclasses import dataclass
+import re
 from typing import Any, Callable
 
 
@@ -39,6 +40,22 @@ def _gpus_may_be_present(dist: Any) -> bool:
     return dist.gpus_per_node != 0
 
 
+_DOTDOT = "(^|/)[.][.](/|$)"  # a ".." component (RE2, CEL and Python read it alike)
+
+
+def _inside(path: Any) -> bool:
+    """A path that stays inside the folder it is relative to: no '..' component, not absolute for subPath."""
+    return path is None or re.search(_DOTDOT, path) is None
+
+
+def _sub_path_rule(on: str) -> Rule:
+    return Rule(
+        on, "subPath", f"!has(self.subPath) || (!self.subPath.startsWith('/') && !self.subPath.matches('{_DOTDOT}'))",
+        f"{on}.subPath must be a relative path inside the volume (no leading '/', no '..')",
+        lambda v: v.sub_path is None or (not v.sub_path.startswith("/") and _inside(v.sub_path)),
+    )
+
+
 RULES: tuple[Rule, ...] = (
     Rule(
         "spec.model", "path", "has(self.path) != has(self.hubId)",
@@ -63,12 +80,48 @@ RULES: tuple[Rule, ...] = (
     Rule(
         "spec.method", "lora", "!has(self.lora) || !has(self.type) || self.type in ['lora', 'qlora']",
         "spec.method.lora applies only to method type lora or qlora",
-        lambda m: m.lora is None or m.type in ("lora", "qlora"),
+        lambda m: m.lora is None or m.is_adapter,
     ),
     Rule(
         "spec.method", "spectrum", "!has(self.spectrum) || (has(self.type) && self.type == 'spectrum')",
         "spec.method.spectrum applies only to method type spectrum",
         lambda m: m.spectrum is None or m.type == "spectrum",
+    ),
+    Rule(
+        "spec.training", "microBatchSize",
+        "!has(self.microBatchSize) || type(self.microBatchSize) != int || (has(self.gradientAccumulation) "
+        "&& type(self.gradientAccumulation) == int) || self.microBatchSize <= "
+        "(has(self.globalBatchSize) ? self.globalBatchSize : 16)",
+        "spec.training.microBatchSize is larger than spec.training.globalBatchSize (default 16): with "
+        "gradientAccumulation auto a step holds globalBatchSize examples; raise globalBatchSize or lower microBatchSize",
+        lambda t: t.micro_batch_size == "auto" or t.gradient_accumulation != "auto"
+        or t.micro_batch_size <= t.global_batch_size,
+    ),
+    _sub_path_rule("spec.model.volume"),
+    _sub_path_rule("spec.dataset.volume"),
+    Rule(
+        "spec.output", "path", f"!has(self.volume) || !self.path.matches('{_DOTDOT}')",
+        "spec.output.path must stay inside spec.output.volume: no '..' component (results outside the volume are "
+        "lost with the pod)",
+        lambda o: o.volume is None or _inside(o.path),
+    ),
+    Rule(
+        "spec.scheduling.tolerations[]", "value",
+        "!has(self.operator) || self.operator != 'Exists' || !has(self.value) || self.value == ''",
+        "spec.scheduling.tolerations[].value must be empty when operator is Exists (Exists matches any value)",
+        lambda t: t.operator != "Exists" or not t.value,
+    ),
+    Rule(
+        "spec.scheduling.tolerations[]", "key",
+        "(has(self.key) && self.key != '') || (has(self.operator) && self.operator == 'Exists')",
+        "spec.scheduling.tolerations[].key is empty, which needs operator Exists (tolerate every taint)",
+        lambda t: bool(t.key) or t.operator == "Exists",
+    ),
+    Rule(
+        "spec.scheduling.tolerations[]", "tolerationSeconds",
+        "!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+        "spec.scheduling.tolerations[].tolerationSeconds needs effect NoExecute",
+        lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
     ),
     Rule(
         "spec.output.volume", "claimName", "has(self.claimName) != has(self.create)",
@@ -88,7 +141,7 @@ RULES: tuple[Rule, ...] = (
         lambda d: not d.strategy.startswith("deepspeed") or _gpus_may_be_present(d),
     ),
     Rule(
-        "spec", "method",
+        "spec", "method.type",
         "!has(self.method) || !has(self.method.type) || self.method.type != 'qlora' || !has(self.distributed) "
         "|| !has(self.distributed.gpusPerNode) || self.distributed.gpusPerNode != 0",
         "spec.method.type qlora quantises the base to 4-bit with bitsandbytes and needs a GPU; "
@@ -96,31 +149,31 @@ RULES: tuple[Rule, ...] = (
         lambda s: s.method.type != "qlora" or _gpus_may_be_present(s.distributed),
     ),
     Rule(
-        "spec", "objective",
+        "spec", "objective.type",
         "!has(self.objective) || !has(self.objective.type) || !(self.objective.type in ['dpo', 'orpo']) "
         "|| self.dataset.format == 'preference'",
         "spec.objective.type dpo/orpo trains on preference data: set spec.dataset.format to preference",
-        lambda s: s.objective.type not in ("dpo", "orpo") or s.dataset.format == "preference",
+        lambda s: not s.objective.is_preference or s.dataset.format == "preference",
     ),
     Rule(
-        "spec", "dataset",
+        "spec", "dataset.format",
         "self.dataset.format != 'preference' || (has(self.objective) && has(self.objective.type) "
         "&& self.objective.type in ['dpo', 'orpo'])",
         "spec.dataset.format preference needs spec.objective.type dpo or orpo",
-        lambda s: s.dataset.format != "preference" or s.objective.type in ("dpo", "orpo"),
+        lambda s: s.dataset.format != "preference" or s.objective.is_preference,
     ),
     Rule(
-        "spec", "dataset",
+        "spec", "dataset.packing",
         "!has(self.dataset.packing) || !self.dataset.packing || self.dataset.format != 'preference'",
         "spec.dataset.packing does not apply to preference data (chosen and rejected must stay paired)",
         lambda s: not s.dataset.packing or s.dataset.format != "preference",
     ),
     Rule(
-        "spec", "output",
+        "spec", "output.mergeAdapter",
         "!has(self.output.mergeAdapter) || !self.output.mergeAdapter || !has(self.method) "
         "|| !has(self.method.type) || self.method.type in ['lora', 'qlora']",
         "spec.output.mergeAdapter needs an adapter: method type lora or qlora",
-        lambda s: not s.output.merge_adapter or s.method.type in ("lora", "qlora"),
+        lambda s: not s.output.merge_adapter or s.method.is_adapter,
     ),
 )
 
@@ -143,6 +196,36 @@ def rules_on(path: str) -> list[Rule]:
     return [r for r in RULES if r.on == path]
 
 
-def violations(obj: Any, path: str) -> list[tuple[str, str]]:
-    """(field path, message) for every rule attached at `path` that `obj` breaks."""
-    return [(f"{path}.{r.field}", r.message) for r in rules_on(path) if not r.check(obj)]
+def _objects_at(spec: Any, on: str) -> list[tuple[str, Any]]:
+    """(concrete path, object) for every object a rule attached at `on` applies to (absent ones skipped)."""
+    found = [("spec", spec)]
+    for part in on.split(".")[1:]:
+        many = part.endswith("[]")
+        name = part[:-2] if many else part
+        step = []
+        for path, obj in found:
+            field = next((n for n, f in type(obj).model_fields.items() if (f.alias or n) == name), name)
+            value = getattr(obj, field, None)
+            if value is None:
+                continue
+            step += [(f"{path}.{name}[{i}]", v) for i, v in enumerate(value)] if many else [(f"{path}.{name}", value)]
+        found = step
+    return found
+
+
+def all_violations(spec: Any) -> list[tuple[str, str]]:
+    """(field path, message) for every rule the parsed `spec` breaks, in RULES order."""
+    out: list[tuple[str, str]] = []
+    for on in dict.fromkeys(r.on for r in RULES):
+        for path, obj in _objects_at(spec, on):
+            out += violations(obj, path, on=on)
+    return out
+
+
+def violations(obj: Any, path: str, on: str | None = None) -> list[tuple[str, str]]:
+    """(field path, message) for every rule attached at `on` (default `path`) that `obj`, found at `path`, breaks.
+
+    `on` differs from `path` for list items: rules attach to `spec.scheduling.tolerations[]`, and a broken
+    one is reported at `spec.scheduling.tolerations[2]`.
+    """
+    return [(f"{path}.{r.field}", r.message) for r in rules_on(on or path) if not r.check(obj)]

@@ -98,6 +98,11 @@ class TrainerConfig(SpecModel):
         None, description="File the final summary JSON is written to (Kubernetes' /dev/termination-log)."
     )
 
+    def to_json(self) -> str:
+        """The file's text. Only the fields the user (or the planner) set are written, so the reader sees which
+        spec fields were given and which are defaults — some rules depend on it (an explicit globalBatchSize)."""
+        return self.model_dump_json(by_alias=True, exclude_unset=True)
+
     @property
     def device(self) -> str:
         """`cpu` or `cuda`."""

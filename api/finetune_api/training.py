@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 from pydantic import Field, NonNegativeInt, PositiveInt
 
 from .base import SpecModel
+from .kube_types import EXTENDED_RESOURCE, QUANTITY
 
 Auto = Literal["auto"]
 StrategyType = Literal["auto", "ddp", "fsdp", "deepspeed-zero2", "deepspeed-zero3"]
@@ -73,7 +74,7 @@ class DistributedSpec(SpecModel):
     )
     cpu_offload: bool = Field(False, description="Offload optimizer state (and ZeRO-3 parameters) to CPU memory.")
     timeout_seconds: int = Field(
-        1800, ge=30, le=86400,
+        1800, ge=10, le=86400,
         description="How long a process waits for the others at any collective (gradient sync, barrier, "
         "checkpoint) before the run fails with a message naming the timeout. Long enough for rank 0 to write "
         "a large output alone; shorter finds a hung peer sooner.",
@@ -83,9 +84,13 @@ class DistributedSpec(SpecModel):
 class ResourcesSpec(SpecModel):
     """What each trainer pod requests from the cluster (ignored by local runs, which use the machine)."""
 
-    cpu: str = Field("4", max_length=32, description="CPU request per pod (a Kubernetes quantity).")
-    memory: str = Field("32Gi", max_length=32, description="Memory request and limit per pod.")
-    shared_memory: str = Field("16Gi", max_length=32, description="Size of the in-memory /dev/shm per pod.")
+    cpu: str = Field("4", max_length=32, pattern=QUANTITY,
+                     description="CPU request per pod (a Kubernetes quantity: 4, 500m).")
+    memory: str = Field("32Gi", max_length=32, pattern=QUANTITY,
+                        description="Memory request and limit per pod (a Kubernetes quantity: 32Gi).")
+    shared_memory: str = Field("16Gi", max_length=32, pattern=QUANTITY,
+                               description="Size of the in-memory /dev/shm per pod (a Kubernetes quantity: 16Gi).")
     gpu_resource_name: str = Field(
-        "nvidia.com/gpu", max_length=253, description="Extended resource name of a GPU on your nodes."
+        "nvidia.com/gpu", max_length=253, pattern=EXTENDED_RESOURCE,
+        description="Extended resource name of a GPU on your nodes."
     )

@@ -11,8 +11,8 @@ from typing import Literal, Optional
 from pydantic import Field
 
 from .base import SpecModel
-
-_DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+from .kube_types import DNS_SUBDOMAIN as _DNS_LABEL
+from .kube_types import NO_NUL, SECRET_KEY
 
 
 class VolumeSource(SpecModel):
@@ -21,18 +21,21 @@ class VolumeSource(SpecModel):
     claim_name: str = Field(
         ..., max_length=253, pattern=_DNS_LABEL, description="Name of a PersistentVolumeClaim in the job's namespace."
     )
-    sub_path: Optional[str] = Field(None, max_length=4096, description="Sub-directory of the volume to mount.")
+    sub_path: Optional[str] = Field(None, max_length=4096, pattern=NO_NUL,
+                                    description="Sub-directory of the volume to mount (relative, no '..').")
 
 
 class NewVolume(SpecModel):
     """A PersistentVolumeClaim the operator creates for the output; kept when the FineTuneJob is deleted, by default."""
 
-    size: str = Field(
-        ..., max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
-        description="Requested storage, a Kubernetes quantity such as `50Gi`.",
+    size: Optional[str] = Field(
+        None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
+        description="Requested storage, a Kubernetes quantity such as `50Gi`. Unset: the disk the launch plan "
+        "needs (checkpoints kept plus the output, with a quarter spare), for models whose size the operator "
+        "knows (well-known hub ids); `finetune plan` prints the figure for any other.",
     )
     storage_class_name: Optional[str] = Field(
-        None, max_length=253, description="StorageClass of the new claim; the cluster default when unset."
+        None, max_length=253, pattern=_DNS_LABEL, description="StorageClass of the new claim; the cluster default when unset."
     )
     when_deleted: Literal["Retain", "Delete"] = Field(
         "Retain",
@@ -59,4 +62,4 @@ class SecretKeyRef(SpecModel):
     """A key of a Secret in the job's namespace."""
 
     name: str = Field(..., max_length=253, pattern=_DNS_LABEL, description="Name of the Secret.")
-    key: str = Field("token", max_length=253, description="Key inside the Secret.")
+    key: str = Field("token", max_length=253, pattern=SECRET_KEY, description="Key inside the Secret.")

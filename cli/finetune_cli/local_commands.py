@@ -29,7 +29,9 @@ def cmd_run(args) -> int:
     print(describe(cfg), flush=True)
     code, failure = launch(cfg, node=0)
     if failure is not None:
-        print(f"error: {failure.message}", file=sys.stderr, flush=True)
+        from finetune_api.loading import locate
+
+        print(f"error: {locate(args.spec, failure.message)}", file=sys.stderr, flush=True)
         return int(code)
     if code == ExitCode.PREEMPTED:
         print("stopped: a checkpoint was saved; run the same command again to resume from it", file=sys.stderr)

@@ -25,8 +25,14 @@ def build_parser() -> argparse.ArgumentParser:
     """The `finetune` argument parser."""
     ap = argparse.ArgumentParser(prog="finetune", description="Fine-tune an LLM from one FineTuneJob YAML.")
     sub = ap.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("validate", help="check a FineTuneJob file; errors name the file, line and field")
+    p = sub.add_parser("validate", help="check a FineTuneJob file and what it points at (output folder, model, "
+                       "data) as `run` would; errors name the file, line and field")
     p.add_argument("spec")
+    p.add_argument("--skip-model", action="store_true", help="do not load the tokenizer, the chat template or the "
+                   "architecture, nor plan for this machine (config.json and the LoRA rank are still checked)")
+    p.add_argument("--skip-data", action="store_true", help="do not read the data rows (the files must still exist)")
+    p.add_argument("--cluster", action="store_true", help="check as the operator renders the pods (paths inside "
+                   "volumes), not for a local run; automatic when the spec names a volume")
     p.set_defaults(func=_lazy("spec_commands", "cmd_validate"))
     p = sub.add_parser("explain", help="describe a field of the spec, e.g. spec.method.lora")
     p.add_argument("field", nargs="?")
@@ -55,7 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        message = str(e)
+        if getattr(args, "spec", None):
+            from finetune_api.loading import locate
+
+            message = locate(args.spec, message)
+        print(f"error: {message}", file=sys.stderr)
         return ExitCode.INPUT_ERROR
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

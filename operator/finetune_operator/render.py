@@ -16,7 +16,7 @@ from finetune_api.contract import METRICS_PORT
 from finetune_api.job import FineTuneJob
 
 from . import names
-from .pod_config import CONFIG_FILE, RDZV_PORT, RenderError, build_trainer_config
+from .pod_config import CONFIG_FILE, RDZV_PORT, RenderError, build_trainer_config, check_output_on_volume, planned_volume_size
 from .workload import build_job
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/finetune-operator/trainer:0.1.0"
@@ -47,6 +47,7 @@ def build_configmap(job: FineTuneJob, *, uid: str) -> dict:
         RenderError: the spec cannot run in a cluster as written (e.g. a relative path without a volume).
     """
     cfg = build_trainer_config(job)
+    check_output_on_volume(cfg)
     name = job.metadata.name
     launch = cfg.plan.to_wire() | {
         "worldSize": cfg.world_size, "outputDir": cfg.output_dir,
@@ -59,7 +60,7 @@ def build_configmap(job: FineTuneJob, *, uid: str) -> dict:
         "apiVersion": "v1", "kind": "ConfigMap",
         "metadata": _meta(job, names.configmap_name(name), "config", uid),
         "immutable": True,
-        "data": {CONFIG_FILE: cfg.model_dump_json(by_alias=True),
+        "data": {CONFIG_FILE: cfg.to_json(),
                  "launch.json": json.dumps(launch, indent=2, sort_keys=True)},
     }
 
@@ -100,8 +101,14 @@ def build_output_pvc(job: FineTuneJob, *, uid: str) -> Optional[dict]:
     vol = job.spec.output.volume
     if vol is None or vol.create is None:
         return None
+    size = vol.create.size or planned_volume_size(build_trainer_config(job))
+    if size is None:
+        raise RenderError(
+            "spec.output.volume.create.size: the operator cannot plan the disk of this model (only well-known hub "
+            "models' sizes are known before a pod runs); give a size — `finetune plan job.yaml` prints the disk a "
+            "run needs")
     spec: dict = {"accessModes": ["ReadWriteMany" if job.spec.distributed.nodes > 1 else "ReadWriteOnce"],
-                  "resources": {"requests": {"storage": vol.create.size}}}
+                  "resources": {"requests": {"storage": size}}}
     if vol.create.storage_class_name:
         spec["storageClassName"] = vol.create.storage_class_name
     meta = _meta(job, names.output_pvc_name(job.metadata.name), "output", uid)

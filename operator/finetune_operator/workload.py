@@ -120,7 +120,8 @@ def build_pod_template(job: FineTuneJob, image: str) -> dict:
         "volumes": vols,
     }
     sched = spec.scheduling
-    passthrough = {"nodeSelector": sched.node_selector, "tolerations": sched.tolerations,
+    tolerations = [t.to_wire() for t in sched.tolerations] if sched.tolerations is not None else None
+    passthrough = {"nodeSelector": sched.node_selector, "tolerations": tolerations,
                    "affinity": sched.affinity, "priorityClassName": sched.priority_class_name}
     pod_spec |= {k: copy.deepcopy(v) for k, v in passthrough.items() if v is not None}
     return {

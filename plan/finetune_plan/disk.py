@@ -22,7 +22,8 @@ from finetune_api.trainer_config import DiskPlan
 
 from .memory import GiB, ModelShape, Workload, trainable_params
 
-SMALL_FILES = 64 * 1024 ** 2  # tokenizer, metrics, TensorBoard events, RNG states, manifest: a generous bound
+SMALL_FILES = 4 * 1024 ** 2  # configs, metrics, TensorBoard events, the plot, the manifest
+TOKENIZER_BYTES_PER_TOKEN = 150  # tokenizer.json per vocabulary entry (Llama 3: ~70, Gemma: ~130)
 
 
 def dtype_bytes(job: FineTuneJob) -> int:
@@ -50,7 +51,7 @@ def disk_plan(shape: ModelShape, job: FineTuneJob, world: int, strategy: str | N
         output = 4 * n + (dtype_bytes(job) * shape.params if spec.output.merge_adapter else 0)
     else:
         output = dtype_bytes(job) * shape.params
-    output += SMALL_FILES
+    output += SMALL_FILES + TOKENIZER_BYTES_PER_TOKEN * shape.vocab
     keep = spec.output.keep_last_checkpoints
     saves = keep + 1
     if spec.training.max_steps:
@@ -62,7 +63,9 @@ def disk_plan(shape: ModelShape, job: FineTuneJob, world: int, strategy: str | N
 
 
 def _gib(b: int) -> str:
-    return f"{b / GiB:.1f} GiB" if b >= GiB / 10 else f"{b / 1024 ** 2:.0f} MiB"
+    if b >= GiB / 10:
+        return f"{b / GiB:.1f} GiB"
+    return f"{b / 1024 ** 2:.0f} MiB" if b >= 1024 ** 2 else f"{max(1, round(b / 1024))} KiB"
 
 
 def describe_disk(d: DiskPlan) -> list[str]:

@@ -83,7 +83,8 @@ def plan_batches(t: TrainingSpec, world: int, device: str, auto_micro: Optional[
     """(micro-batch, accumulation) from the spec, `auto` filled with `auto_micro` (default 1 on CPU, 8 on GPU).
 
     Raises:
-        UserError: explicit numbers that contradict an explicit globalBatchSize.
+        UserError: explicit numbers that contradict globalBatchSize (a micro-batch x processes that does not divide
+            it, or explicit accumulation that gives another size).
     """
     want = t.global_batch_size
     if t.micro_batch_size == "auto":
@@ -92,6 +93,11 @@ def plan_batches(t: TrainingSpec, world: int, device: str, auto_micro: Optional[
     else:
         micro = t.micro_batch_size
     if t.gradient_accumulation == "auto":
+        if t.micro_batch_size != "auto" and want % (micro * world):
+            raise UserError(  # an explicit micro-batch that cannot make globalBatchSize: never run another size
+                f"spec.training.globalBatchSize {want} is not a multiple of microBatchSize {micro} x {world} "
+                f"process(es) = {micro * world}, so no accumulation reaches it; set globalBatchSize to a multiple "
+                f"of {micro * world}, or microBatchSize to auto")
         accumulation = max(1, want // (micro * world))
     else:
         accumulation = t.gradient_accumulation
@@ -170,7 +176,7 @@ def plan_launch(job: FineTuneJob, machine: Machine, shape: Optional[ModelShape] 
     p = memory.choose(shape, workload(job, fixed or "ddp", machine), t.global_batch_size, candidates=candidates,
                       micro=None if t.micro_batch_size == "auto" else t.micro_batch_size,
                       checkpointing=None if t.gradient_checkpointing == "auto" else t.gradient_checkpointing)
-    strategy = "fsdp" if p.strategy.startswith("fsdp") else p.strategy
+    strategy = fixed if candidates is None else ("fsdp" if p.strategy.startswith("fsdp") else p.strategy)
     micro, acc = plan_batches(t, world, "cuda", auto_micro=p.micro)
     return LaunchPlan(**base, strategy=strategy, micro_batch=micro, gradient_accumulation=acc,
                       checkpointing=p.checkpointing, checkpoint_layers=p.checkpoint_layers if p.checkpointing else None,

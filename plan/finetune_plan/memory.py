@@ -26,7 +26,8 @@ power-of-two micro-batch that fits (at most globalBatchSize / processes); with c
 blocks as memory needs at that micro-batch (the first k of L; each checkpointed block costs its forward again,
 each one left out saves that time); accumulation to reach the global batch. Calibrated against measured peaks
 on an H100 (bench/results/planner-h100-2026-11-25.json: W1 LoRA and W2 QLoRA on Llama-3.1-8B, W3 full on Llama-3.2-1B, FSDP and QLoRA through `finetune run`); the constants are
-here. DeepSpeed's terms are not calibrated yet.
+here. Multi-GPU terms (FSDP2's unsharded gradients under accumulation, ZeRO-3's logits) were calibrated on
+2xH200 (bench/results/multi-gpu-h200-*-2026-11-30.json); tests/unit/plan/test_memory.py holds every measured row.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ WORKSPACE = 1 * GiB
 HEADROOM = 0.92  # plan to at most this share of the GPU's memory
 NF4_BYTES = 0.516  # 4 bits + double-quantised absmax (8 bits per 64 weights, itself quantised per 256)
 LOGIT_BYTES = 10  # per token x vocab at the loss's peak without a fused loss (measured 9-10 on W2/W3)
+LOGIT_BYTES_ZERO3 = 13  # the same under ZeRO-3 (no fused loss there): 13.3 and 12.9 measured on 2xH200 (W4, W4-1B)
 
 
 @dataclass(frozen=True)
@@ -149,11 +151,16 @@ def trainable_params(m: ModelShape, w: Workload) -> int:
     return m.layers * sum(w.lora_rank * (a + b) for a, b in targets.values())
 
 
-def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers: int | None = None) -> Estimate:
+def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers: int | None = None,
+             accumulation: int = 1) -> Estimate:
     """Peak bytes per GPU for one micro-batch of `micro` examples of `seq_len` tokens.
 
     Args:
         layers: with checkpointing, how many blocks are checkpointed (default: all).
+        accumulation: micro-batches per step. Under FSDP2 on several GPUs, the micro-batches before the last
+            skip the reduce-scatter (`set_requires_gradient_sync(False)`), so the gradients accumulate unsharded,
+            in fp32 (the reduce dtype): measured on W4 (8B full, 2xH200, micro 4 x 2): 113.9 GiB peak, where
+            sharded gradients would give 96.
     """
     shard_params = w.strategy in ("fsdp", "deepspeed-zero3") and w.world > 1
     shard_grads = shard_params or (w.strategy in ("fsdp-shard-grad-op", "deepspeed-zero2") and w.world > 1)
@@ -175,13 +182,16 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers
     if offload:
         weights = 2 * m.block_params * 2
     grads = 0.0 if offload else 4 * nt / (w.world if shard_grads else 1)
+    if accumulation > 1 and w.world > 1 and w.strategy in ("fsdp", "fsdp-shard-grad-op") and not offload:
+        grads = 4 * nt  # unsharded fp32 gradients accumulate between reduce-scatters
     optim = 0.0 if w.cpu_offload else 8 * nt / (w.world if shard_grads else 1)
     tokens = micro * w.seq_len * w.rows_per_example
     k = (m.layers if layers is None else max(0, min(layers, m.layers))) if checkpointing else 0
     block = _block_activation_bytes(m, w)
     # backward recomputes checkpointed blocks only after the later, uncheckpointed ones have freed theirs
     act = tokens * (block * max(m.layers - k, 1 if k else 0) + 2 * m.hidden * k)
-    logits = 0.0 if _fused_loss(w) else tokens * m.vocab * LOGIT_BYTES
+    logits = 0.0 if _fused_loss(w) else \
+        tokens * m.vocab * (LOGIT_BYTES_ZERO3 if w.strategy == "deepspeed-zero3" else LOGIT_BYTES)
     return Estimate(weights, grads, optim, act, logits)
 
 
@@ -242,15 +252,15 @@ def choose(m: ModelShape, w: Workload, global_batch: int, *, candidates: list[st
         ws = Workload(**{**w.__dict__, "strategy": strat})
         for ck in ckpts:
             for mb in micros:
-                e = estimate(m, ws, mb, ck)
+                acc = accumulation or max(1, global_batch // (mb * w.world))
+                e = estimate(m, ws, mb, ck, accumulation=acc)
                 if best is None or e.total < best[0].total:
                     best = (e, strat, mb, ck)
                 if e.total <= budget:
-                    acc = accumulation or max(1, global_batch // (mb * w.world))
                     k = 0
                     if ck:
-                        k = m.layers if checkpointing is True else _fewest_layers(m, ws, mb, budget)
-                        e = estimate(m, ws, mb, True, k)
+                        k = m.layers if checkpointing is True else _fewest_layers(m, ws, mb, budget, acc)
+                        e = estimate(m, ws, mb, True, k, accumulation=acc)
                     return Plan(strat, mb, acc, ck, e, w.gpu_bytes, checkpoint_layers=k, layers=m.layers)
     e, strat, mb, ck = best
     raise DoesNotFit(
@@ -261,12 +271,12 @@ def choose(m: ModelShape, w: Workload, global_batch: int, *, candidates: list[st
         "cpuOffload, method qlora, or a shorter spec.dataset.maxLength")
 
 
-def _fewest_layers(m: ModelShape, w: Workload, micro: int, budget: float) -> int:
+def _fewest_layers(m: ModelShape, w: Workload, micro: int, budget: float, accumulation: int = 1) -> int:
     """The fewest checkpointed blocks with which `micro` fits `budget` (all of them fit: the caller checked)."""
     lo, hi = 1, m.layers
     while lo < hi:  # the estimate falls as k grows
         mid = (lo + hi) // 2
-        if estimate(m, w, micro, True, mid).total <= budget:
+        if estimate(m, w, micro, True, mid, accumulation=accumulation).total <= budget:
             hi = mid
         else:
             lo = mid + 1
@@ -279,10 +289,12 @@ def merge_host_bytes(m: ModelShape) -> int:
 
 
 def parse_bytes(text: str) -> int:
-    """'141GiB', '80GB', '80G', '1.5TiB', or a number of bytes."""
+    """'141GiB', '80GB', '80G', '1.5TiB', a Kubernetes quantity ('50Gi', '500M'), or a number of bytes."""
     t = text.strip()
-    units = {"tib": 1024 ** 4, "gib": GiB, "mib": 1024 ** 2, "tb": 10 ** 12, "gb": 10 ** 9, "mb": 10 ** 6,
-             "ti": 1024 ** 4, "gi": GiB, "mi": 1024 ** 2, "t": 10 ** 12, "g": 10 ** 9, "m": 10 ** 6}
+    units = {"pib": 1024 ** 5, "tib": 1024 ** 4, "gib": GiB, "mib": 1024 ** 2, "kib": 1024, "pb": 10 ** 15,
+             "tb": 10 ** 12, "gb": 10 ** 9, "mb": 10 ** 6, "kb": 10 ** 3, "pi": 1024 ** 5, "ti": 1024 ** 4,
+             "gi": GiB, "mi": 1024 ** 2, "ki": 1024, "p": 10 ** 15, "t": 10 ** 12, "g": 10 ** 9, "m": 10 ** 6,
+             "k": 10 ** 3}
     for u in sorted(units, key=len, reverse=True):
         if t.lower().endswith(u):
             return int(float(t[: -len(u)]) * units[u])

@@ -265,10 +265,9 @@ def calib_phase(shapes: list[tuple[str, int, bool]], out: Path, deadline: float)
     from ours import run_ours
     from workloads import WORKLOADS, build_model_dir, synthetic_examples
 
-    from finetune_trainer import parallel, planner
+    from finetune_plan import memory as planner
     from finetune_trainer.data import pack_examples
 
-    parallel.Replicated.save = lambda self, *a, **k: None  # bench-side: no 20 GB final checkpoint per shape
     total = torch.cuda.get_device_properties(0).total_memory
     doc = {"device": torch.cuda.get_device_name(0), "gpu_total_gib": total / 2 ** 30,
            "how": "bench/ours.py run_ours: recipe.run on packed synthetic rows (bench/workloads.py), 3 steps, "

@@ -1,7 +1,8 @@
 """Two CPU processes under torchrun (gloo): DDP and FSDP2 give one process's loss curve at the same global batch.
 
-`FINETUNE_CPU_PROCESSES=2` makes `finetune run` start two processes; everything else is the real CLI. FSDP2's
-checkpoints gather the full state on rank 0, so a sharded run also resumes to the same curve.
+`FINETUNE_CPU_PROCESSES=2` makes `finetune run` start two processes; everything else is the real CLI. Under FSDP2
+the model is built on the meta device and each rank loads only its shards (sharded_load.py); its checkpoints are
+DCP folders every rank writes its share of, and a sharded run resumes to the same curve.
 """
 
 import os
@@ -41,7 +42,7 @@ def single_full(tiny_model_dir, tmp_path_factory):
 def test_fsdp2_two_processes_match_one_process_and_resume(single_full, tiny_model_dir, tmp_path):
     out, r = run_job(tmp_path, tiny_model_dir, 2, **{"method.type": "full", "method.lora": None,
                                                      "distributed": {"strategy": "fsdp"}})
-    assert "2 CPU processes, strategy fsdp" in r.stdout
+    assert "2 CPU processes, strategy fsdp" in r.stdout and "loaded into 2 shard(s)" in r.stdout
     assert curve(out) == pytest.approx(curve(single_full), rel=1e-4)
     assert manifest(out)["launch"]["strategy"] == "fsdp"
     # the saved model is the whole model, gathered from the shards
@@ -66,3 +67,15 @@ def test_ddp_lora_two_processes_match_one_process(tiny_model_dir, tmp_path):
     two, r = run_job(tmp_path / "two", tiny_model_dir, 2, **lora, **{"distributed": {"strategy": "ddp"}})
     assert "2 CPU processes, strategy ddp" in r.stdout
     assert curve(two) == pytest.approx(curve(one), rel=1e-4)
+
+
+def test_fsdp2_lora_loaded_in_shards_matches_one_process(tiny_model_dir, tmp_path):
+    lora = {"method.lora": {"rank": 4, "alpha": 8, "dropout": 0.0}}
+    one, _ = run_job(tmp_path / "one", tiny_model_dir, 1, **lora)
+    two, r = run_job(tmp_path / "two", tiny_model_dir, 2, **lora, **{"distributed": {"strategy": "fsdp"}})
+    assert "loaded into 2 shard(s)" in r.stdout  # no rank held the whole base model
+    assert curve(two) == pytest.approx(curve(one), rel=1e-4)
+    from safetensors.torch import load_file
+
+    a, b = load_file(one / "adapter_model.safetensors"), load_file(two / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] - b[k]).abs().max() < 1e-4 for k in a)

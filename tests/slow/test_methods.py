@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from finetune_api import load_job_text
-from finetune_trainer import recipe
+from finetune_trainer import modeling, recipe
 from finetune_trainer.local_run import plan_local
 from support.cli_runs import QUICKSTART
 
@@ -29,7 +29,7 @@ def train(tmp: Path, model_dir: Path, method: dict, monkeypatch, objective: str 
     s["output"] = {"path": str(tmp / "out"), "saveEverySteps": 100}
     cfg = plan_local(load_job_text(yaml.safe_dump(doc)), tmp / "job.yaml", gpus_visible=0)
     seen = {}
-    original = recipe.apply_method
+    original = modeling.apply_method
 
     def snapshot(model, cfg, **kw):
         model, report = original(model, cfg, **kw)
@@ -37,7 +37,7 @@ def train(tmp: Path, model_dir: Path, method: dict, monkeypatch, objective: str 
         seen["before"] = {n: p.detach().clone() for n, p in model.named_parameters()}
         return model, report
 
-    monkeypatch.setattr(recipe, "apply_method", snapshot)
+    monkeypatch.setattr(modeling, "apply_method", snapshot)
     summary = recipe.run(cfg)
     after = dict(seen["model"].named_parameters())
     changed = {n for n, p in after.items() if not torch.equal(p.detach(), seen["before"][n])}

@@ -11,7 +11,8 @@ def test_bad_data_line_fails_cleanly_and_writes_nothing(quickstart_model, tmp_pa
     r = finetune("run", str(job))
     assert r.returncode == 2, r.stderr
     assert f"error: {data}:4: " in r.stderr and "assistant" in r.stderr
-    assert "Traceback" not in r.stderr
+    assert (r.stdout + r.stderr).count(f"{data}:4: ") == 1, "the error must be printed once"
+    assert "Traceback" not in r.stderr and "exitcode" not in r.stderr
     assert not (tmp_path / "out").exists(), "a failed setup must write nothing to the output"
 
 
@@ -21,3 +22,14 @@ def test_missing_model_directory_names_the_field(tmp_path):
     assert r.returncode == 2
     assert "spec.model.path" in r.stderr and "no such directory" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_an_output_folder_of_the_users_files_is_refused_untouched(quickstart_model, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text("my notes")
+    job = write_job(tmp_path, quickstart_model)
+    r = finetune("run", str(job))
+    assert r.returncode == 2, r.stderr
+    assert f"{job}:" in r.stderr and "spec.output.path" in r.stderr and "did not write (README.md)" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["README.md"] and (out / "README.md").read_text() == "my notes"

@@ -32,7 +32,7 @@ def write_job(tmp: Path, model: Path, **changes) -> Path:
 
 def finetune(*args: str, **kw) -> subprocess.CompletedProcess:
     """Run the real `finetune` CLI in a subprocess (torchrun and all)."""
-    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1")
+    env = dict(os.environ, OMP_NUM_THREADS="2", PYTHONUNBUFFERED="1", **kw.pop("env_extra", {}))
     return subprocess.run([sys.executable, "-m", "finetune_cli.main", *args], capture_output=True, text=True,
                           env=env, timeout=kw.pop("timeout", 900), **kw)
 

@@ -97,7 +97,7 @@ def make_ftj(name: str = "demo", status: Optional[dict] = None, rv: int = 10, **
             "metadata": {"name": name, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": str(rv)},
             "spec": {"model": {"path": "/opt/models/tiny"},
                      "dataset": {"paths": ["/opt/data/train.jsonl"], "format": "messages"},
-                     "output": {"path": "/out"}} | spec,
+                     "output": {"path": "/tmp/out"}} | spec,
             "status": status or {}}
     return trim_ftj(body)
 

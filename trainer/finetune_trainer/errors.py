@@ -13,14 +13,6 @@ class TrainerInputError(UserError):
     """Base class: a problem the user can fix in their spec, data, model or machine."""
 
 
-class NotSupportedYet(TrainerInputError):
-    """A spec option that validates but this version cannot run yet (never silently ignored)."""
-
-    def __init__(self, field: str, what: str):
-        self.field = field
-        super().__init__(f"{field}: {what} is not supported yet by this version of finetune-operator")
-
-
 class ModelLoadError(TrainerInputError):
     """The model or tokenizer at spec.model cannot be loaded."""
 

@@ -17,10 +17,9 @@ MAX_EXACT_MATCH_EXAMPLES = 64
 def eval_loss(model, examples: list[dict], micro: int, d: Dist, pad_id: int) -> float:
     """Mean next-token loss over every target token of `examples`, sharded over ranks."""
     import torch
-    import torch.nn.functional as F
 
     from .data import collate
-
+    from .losses import ce_sum, target_tokens
     from .preference import shares
 
     total = count = 0.0
@@ -31,12 +30,8 @@ def eval_loss(model, examples: list[dict], micro: int, d: Dist, pad_id: int) -> 
             b = collate([examples[i] for i in (idx or [0])], pad_id)
             if not idx:
                 b["labels"].fill_(-100)  # a dummy forward that counts nothing
-            inputs = {k: v.to(d.device) for k, v in b.items() if k in ("input_ids", "attention_mask", "position_ids")}
-            logits = model(**inputs).logits
-            labels = b["labels"].to(d.device)
-            total += float(F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(),
-                                           ignore_index=-100, reduction="sum"))
-            count += float((labels[:, 1:] != -100).sum())
+            total += float(ce_sum(model, b, d.device))
+            count += float(target_tokens(b))
     model.train(was_training)
     total, count = all_sum([total, count], d)
     return total / max(count, 1.0)

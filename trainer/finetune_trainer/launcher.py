@@ -118,6 +118,7 @@ def worker_env(cfg: TrainerConfig, node: int, local: int, master: tuple[str, int
                LOCAL_WORLD_SIZE=str(n), GROUP_RANK=str(node), NODE_RANK=str(node), MASTER_ADDR=master[0],
                MASTER_PORT=str(master[1]), **{RUN_DIR_ENV: str(run_dir)})
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // n)))
+    env.setdefault("PYTHONUNBUFFERED", "1")  # progress lines reach a pipe (tee, kubectl logs) as they happen
     return env
 
 
@@ -165,7 +166,7 @@ class _Signals:
 def run_workers(cfg: TrainerConfig, run_dir: Path, node: int = 0, echo=print) -> tuple[int, Optional[Failure]]:
     """Start this node's workers and wait for them; returns (exit code, the first failure or None)."""
     cfg_path = run_dir / "config.json"
-    cfg_path.write_text(cfg.model_dump_json(by_alias=True), encoding="utf-8")
+    cfg_path.write_text(cfg.to_json(), encoding="utf-8")
     rdzv = cfg.rendezvous
     master = (rdzv.host, rdzv.port) if rdzv and cfg.nodes > 1 else ("127.0.0.1", _free_port())
     cmd = [sys.executable, "-m", WORKER_MODULE, "--config", str(cfg_path)]
@@ -193,7 +194,9 @@ def run_workers(cfg: TrainerConfig, run_dir: Path, node: int = 0, echo=print) ->
     codes = [p.returncode for p in sig.procs]
     if failures:
         return failures[0].code, failures[0]
-    bad = [(r, c) for r, c in enumerate(codes) if c not in (0, ExitCode.PREEMPTED)]
+    stopped = sig.stopping or any(c == ExitCode.PREEMPTED for c in codes)
+    bad = [(r, c) for r, c in enumerate(codes) if c not in (0, ExitCode.PREEMPTED)
+           and not (stopped and c == -signal.SIGTERM)]  # stopped before its handler was set: still a preemption
     if bad:
         r, c = bad[0]
         rank = node * cfg.plan.nproc_per_node + r
@@ -239,6 +242,10 @@ def launch(cfg: TrainerConfig, *, node: Optional[int] = None, echo=print) -> tup
     try:
         with OutputLock(cfg) if node == 0 else _nothing():
             code, failure = run_workers(cfg, run_dir, node, echo)
+            if code != ExitCode.SUCCEEDED and node == 0:  # a killed save leaves temp folders: nothing partial stays
+                from .checkpoint import remove_partial
+
+                remove_partial(cfg.output_dir)
         if failure is not None:
             msg = TerminationMessage(outcome="Failed", reason=failure.reason, message=failure.message,
                                      rank=failure.rank)
@@ -275,6 +282,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         cfg = TrainerConfig.model_validate_json(Path(args.config).read_text(encoding="utf-8"))
         cfg = complete_plan(cfg)
         from finetune_plan import describe
+
+        from .capabilities import check_supported
+
+        check_supported(cfg)
 
         print("plan: " + "; ".join(line.split(":", 1)[0] + ":" + line.split(":", 1)[1].strip()
                                    for line in describe(cfg.plan)), flush=True)

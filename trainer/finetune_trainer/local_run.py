@@ -22,17 +22,28 @@ from finetune_api.trainer_config import TrainerConfig
 from finetune_plan import Machine, ModelShape, plan_launch
 from finetune_plan import describe as describe_plan
 
-from .capabilities import check_supported
-from .errors import EnvironmentProblem
+from .capabilities import check_lora_rank, check_supported
+from .errors import EnvironmentProblem, TrainerInputError
+from .output_dir import check_output
 
 CPU_PROCESSES_ENV = "FINETUNE_CPU_PROCESSES"
 
 
-def _resolve(base: Path, p: Optional[str]) -> Optional[str]:
+def _resolve(base: Path, p: Optional[str], field: str) -> Optional[str]:
+    """`p` as an absolute path: `~` expanded, relative paths taken from the spec file's folder.
+
+    Raises:
+        TrainerInputError: a `~user` whose user does not exist here.
+    """
     if p is None:
         return None
-    q = Path(p).expanduser()
-    return str(q if q.is_absolute() else (base / q).resolve())
+    try:
+        q = Path(p).expanduser()
+    except RuntimeError:  # '~nosuchuser/x': Python cannot find that user's home
+        user = p[1:].split("/", 1)[0]
+        raise TrainerInputError(f"{field}: '{p}' starts with '~{user}', but this machine has no user '{user}' "
+                                "whose home it could mean; write the path in full") from None
+    return os.path.abspath(q if q.is_absolute() else base / q)
 
 
 def visible_gpus() -> int:
@@ -111,14 +122,19 @@ def plan_local(job: FineTuneJob, spec_file: Path, gpus_visible: Optional[int] = 
         gpus_visible, gpu_bytes: override GPU detection (tests, planning for another machine).
 
     Raises:
-        NotSupportedYet: an option this version cannot run.
         EnvironmentProblem: the machine cannot run the spec as written.
         DoesNotFit: nothing fits the GPU memory.
+        OutputPathError: the output folder is not one this run may write (output_dir.check_output).
+        TrainerInputError: a path that cannot be resolved, a LoRA rank too large for the model.
     """
     machine = local_machine(job, gpus_visible, gpu_bytes)
     cfg = resolve_paths(job, spec_file)
-    cfg = cfg.model_copy(update={"plan": plan_launch(job, machine, model_shape(cfg))})
+    check_output(cfg)  # before anything loads; the launcher checks again under its lock
+    shape = model_shape(cfg)
+    cfg = cfg.model_copy(update={"plan": plan_launch(job, machine, shape)})
     check_supported(cfg)
+    if shape is not None:
+        check_lora_rank(cfg, shape.linears())
     check_merge_fits(cfg)
     return cfg
 
@@ -129,11 +145,12 @@ def resolve_paths(job: FineTuneJob, spec_file: Path) -> TrainerConfig:
     base = spec_file.resolve().parent
     return TrainerConfig(
         job=job,
-        model_path=_resolve(base, spec.model.path),
-        dataset_paths=[_resolve(base, p) for p in spec.dataset.paths] if spec.dataset.paths else None,
-        validation_paths=[_resolve(base, p) for p in spec.dataset.validation_paths]
-        if spec.dataset.validation_paths else None,
-        output_dir=_resolve(base, spec.output.path),
+        model_path=_resolve(base, spec.model.path, "spec.model.path"),
+        dataset_paths=[_resolve(base, p, f"spec.dataset.paths[{i}]") for i, p in enumerate(spec.dataset.paths)]
+        if spec.dataset.paths else None,
+        validation_paths=[_resolve(base, p, f"spec.dataset.validationPaths[{i}]")
+                          for i, p in enumerate(spec.dataset.validation_paths)] if spec.dataset.validation_paths else None,
+        output_dir=_resolve(base, spec.output.path, "spec.output.path"),
         metrics_port=int(os.environ["FINETUNE_METRICS_PORT"]) if os.environ.get("FINETUNE_METRICS_PORT") else None,
     )
 

@@ -2,7 +2,8 @@
 
 It records the spec, the library versions, the final metrics, and the sha256 of every other file in the
 output directory, so a user (or the operator, via the termination message) can tell exactly which bytes a
-run made and with what.
+run made and with what. Resumable checkpoints (checkpoints/, each with its own checksummed manifest) and
+hidden files (the run's lock, temp folders) are not part of the result and are not listed.
 """
 
 from __future__ import annotations
@@ -49,12 +50,14 @@ def write_manifest(output_dir: str | Path, *, spec: dict, metrics: dict[str, Any
     out = Path(output_dir)
     files = {}
     for p in sorted(out.rglob("*")):
-        if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"):
-            rel = p.relative_to(out).as_posix()
-            files[rel] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
+        rel = p.relative_to(out)
+        if (not p.is_file() or p.name == MANIFEST or rel.parts[0] == "checkpoints"
+                or any(part.startswith(".") for part in rel.parts)):
+            continue
+        files[rel.as_posix()] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     doc = {"spec": spec, "versions": library_versions(), "metrics": metrics, **extra, "files": files}
     tmp = out / f".{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False), encoding="utf-8")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=False, allow_nan=False), encoding="utf-8")
     with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, out / MANIFEST)

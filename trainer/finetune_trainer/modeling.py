@@ -74,7 +74,7 @@ def uses_padding_free(cfg: TrainerConfig) -> bool:
     default to one example anyway)."""
     ds = cfg.job.spec.dataset
     return (cfg.device == "cuda" and ds.padding_free and not ds.packing
-            and cfg.job.spec.objective.type not in ("dpo", "orpo"))
+            and not cfg.job.spec.objective.is_preference)
 
 
 def resolve_attn(cfg: TrainerConfig) -> str:
@@ -103,7 +103,7 @@ def weights_dtype(cfg: TrainerConfig):
     dtype = resolve_dtype(cfg)
     if cfg.strategy.startswith("deepspeed"):  # DeepSpeed's bf16 mode keeps the fp32 master copy itself
         return dtype
-    if cfg.device == "cuda" and cfg.job.spec.method.type in ("full", "spectrum") and dtype == torch.bfloat16:
+    if cfg.device == "cuda" and cfg.job.spec.method.trains_base_weights and dtype == torch.bfloat16:
         return torch.float32
     return dtype
 
@@ -157,6 +157,12 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
 
     src, kw = _source(cfg)
     quant = quantization_config(cfg)
+    from .sharded_load import random_weights
+
+    if quant is not None and random_weights():  # benchmarks: a 4-bit base too large for the disk (random_qlora.py)
+        from . import random_qlora
+
+        return random_qlora.build(cfg, local_rank)
     if quant is not None:
         kw["quantization_config"] = quant
         kw["device_map"] = {"": local_rank}
@@ -167,11 +173,7 @@ def load_model(cfg: TrainerConfig, local_rank: int = 0):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model: {str(e).splitlines()[0]}") from None
     model.config.use_cache = False
-    if cfg.device == "cuda" and bf16_compute_weights(cfg):
-        from . import liger
-
-        # fused norm/RoPE/SwiGLU/LM-head+loss kernels when liger-kernel is installed (bench/results/ has the gains)
-        liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
+    apply_kernels(model, cfg)
     # QLoRA: the non-quantized parameters (embeddings, norms, LM head) stay in bf16 and frozen. peft's
     # prepare_model_for_kbit_training would upcast them to fp32 — 2 GiB more on Llama-3.1-8B, an fp32 LM head
     # GEMM, fp32 residual stream — for nothing the norms need (RMSNorm computes in fp32 inside either way).
@@ -189,13 +191,28 @@ def model_config(cfg: TrainerConfig) -> dict:
 
     if cfg.model_path:
         f = Path(cfg.model_path) / "config.json"
-        if not f.exists():
+        if not f.is_file():
             raise ModelLoadError(f"spec.model.path '{cfg.model_path}': no config.json")
-        return json.loads(f.read_text(encoding="utf-8"))
+        try:
+            doc = json.loads(f.read_text(encoding="utf-8"))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not JSON ({e})") from None
+        if not isinstance(doc, dict):
+            raise ModelLoadError(f"spec.model.path '{cfg.model_path}': its config.json is not a JSON object")
+        return doc
     from transformers import AutoConfig
 
     src, kw = _source(cfg)
     return AutoConfig.from_pretrained(src, **kw).to_dict()
+
+
+def apply_kernels(model, cfg: TrainerConfig) -> None:
+    """Liger's fused norm/RoPE/SwiGLU/LM-head+loss kernels, where the forward runs on bf16 weights on a GPU and
+    liger-kernel is installed (bench/results/ has the gains)."""
+    if cfg.device == "cuda" and bf16_compute_weights(cfg):
+        from . import liger
+
+        liger.apply_liger(model, fused_loss=cfg.strategy != "deepspeed-zero3")
 
 
 def linear_module_names(model) -> list[str]:
@@ -206,8 +223,12 @@ def linear_module_names(model) -> list[str]:
     return sorted(names)
 
 
-def meta_model(cfg: TrainerConfig):
-    """The architecture of spec.model on the meta device: module names and shapes, no weights loaded."""
+def meta_model(cfg: TrainerConfig, **kw_model):
+    """The architecture of spec.model on the meta device: module names and shapes, no weights loaded.
+
+    Args:
+        kw_model: for `from_config` (e.g. the training `dtype` and `attn_implementation`).
+    """
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
@@ -217,17 +238,29 @@ def meta_model(cfg: TrainerConfig):
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"{_where(cfg)}: cannot load the model config: {str(e).splitlines()[0]}") from None
     with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config, trust_remote_code=kw["trust_remote_code"])
+        return AutoModelForCausalLM.from_config(config, trust_remote_code=kw["trust_remote_code"], **kw_model)
 
 
 def check_targets(model, cfg: TrainerConfig) -> None:
-    """Raise unless every LoRA target module names a linear layer of `model` (meta or real).
+    """Raise unless every LoRA target module names a linear layer of `model` (meta or real), and the rank is low.
 
     Raises:
-        TrainerInputError: names the field, the missing names and the ones that exist.
+        TrainerInputError: names the field, the missing names and the ones that exist; or a rank larger than a
+            targeted layer allows.
     """
+    import torch
+
+    from .capabilities import check_lora_rank
+
     spec = cfg.job.spec
-    if spec.method.type not in ("lora", "qlora") or spec.lora.target_modules == "all-linear":
+    if not spec.method.is_adapter:
+        return
+    shapes: dict[str, tuple[int, int]] = {}
+    for n, m in model.named_modules():
+        if isinstance(m, torch.nn.Linear) and not n.endswith("lm_head"):
+            shapes.setdefault(n.rsplit(".", 1)[-1], (m.in_features, m.out_features))
+    check_lora_rank(cfg, shapes)
+    if spec.lora.target_modules == "all-linear":
         return
     present = linear_module_names(model)
     missing = [t for t in spec.lora.target_modules if t not in present]
@@ -274,8 +307,21 @@ def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, al
     from . import lora_forward
 
     model = get_peft_model(model, peft_cfg)
+    _seed_adapters(model, spec.training.seed)
     lora_forward.use_fast_lora_forward(model)  # adapters in the activations' dtype, add fused into the GEMM
     return model, None
+
+
+def _seed_adapters(model, seed: int) -> None:
+    """Adapters start from sharded_load.adapter_init: the same values whether the base loads whole or in shards."""
+    import torch
+
+    from .sharded_load import adapter_init
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ("lora_A" in name or "lora_B" in name) and p.device.type != "meta":
+                p.copy_(adapter_init(name, tuple(p.shape), seed).to(p.dtype))
 
 
 def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
@@ -293,7 +339,7 @@ def enable_checkpointing(model, wanted: bool, layers: int | None = None) -> int:
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     if hasattr(model, "enable_input_require_grads"):
         model.enable_input_require_grads()
-    from .parallel import decoder_layers
+    from .strategy import decoder_layers
 
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     blocks = decoder_layers(base)

@@ -51,8 +51,10 @@ def classify(e: BaseException) -> tuple[int, str, str]:
             f"rank {r}: out of GPU memory ({text[:300]}); lower spec.training.microBatchSize, set "
             "gradientCheckpointing true, shorten spec.dataset.maxLength, or shard more (finetune plan shows the "
             "estimate)")
-    if name in ("DistBackendError", "DistNetworkError", "DistStoreError") or _peer_gone(text):
-        timeout = "timed out" in text.lower() or "timeout" in text.lower()
+    timed_out = "timed out" in text.lower() or "timeout" in text.lower()
+    if name in ("DistBackendError", "DistNetworkError", "DistStoreError") or _peer_gone(text) or (
+            timed_out and any(k in text.lower() for k in ("gloo", "nccl", "c10d", "collective", "barrier"))):
+        timeout = timed_out
         return ExitCode.PEER_FAILED, "CollectiveTimeout" if timeout else "PeerFailed", (
             f"rank {r}: " + ("a collective timed out (spec.distributed.timeoutSeconds): another rank stopped "
                              "answering" if timeout else "another rank failed or left the run") + f" ({text[:300]})")
@@ -90,6 +92,9 @@ def report_result(summary: dict) -> None:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Run one trainer process; the exit status tells the launcher how it ended."""
+    from .session import install_stop_handler
+
+    install_stop_handler()  # a SIGTERM during set-up is a stop request too, not a kill
     ap = argparse.ArgumentParser(prog="finetune_trainer.worker", description=__doc__.splitlines()[0])
     ap.add_argument("--config", required=True, help="TrainerConfig JSON file")
     args = ap.parse_args(argv)
@@ -102,6 +107,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(e, SystemExit):
             raise
         code, reason, message = classify(e)
+        if code == ExitCode.PREEMPTED:
+            return int(code)  # not a failure: rank 0 said where the checkpoint is
         if code == ExitCode.FAILED:
             print(f"rank {rank()}: unexpected error (a bug in finetune-operator; please report it with this "
                   "traceback):", file=sys.stderr)

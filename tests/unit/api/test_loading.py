@@ -61,7 +61,7 @@ def test_several_problems_reported_together():
 def test_not_yaml_names_line(tmp_path):
     f = tmp_path / "job.yaml"
     f.write_text(HEAD + "  model: {path: /m\n  output: [\n")
-    with pytest.raises(SpecError, match=r"job.yaml:\d+: not valid YAML"):
+    with pytest.raises(SpecError, match=r"job.yaml:\d+:\d+: not valid YAML"):
         load_job(f)
 
 
@@ -70,9 +70,13 @@ def test_missing_file(tmp_path):
         load_job(tmp_path / "nope.yaml")
 
 
-def test_two_documents_refused():
-    with pytest.raises(SpecError, match="exactly one YAML document, found 2"):
-        load_job_text(HEAD + OK_BODY + "---\n" + HEAD + OK_BODY)
+def test_two_documents_refused_at_the_second_one():
+    with pytest.raises(SpecError, match="job.yaml:8: a second YAML document starts here"):  # the --- line
+        load_job_text(HEAD + OK_BODY + "---\n" + HEAD + OK_BODY, source="job.yaml")
+
+
+def test_a_trailing_document_marker_is_not_a_second_job():
+    assert load_job_text(HEAD + OK_BODY + "---\n").metadata.name == "demo"
 
 
 def test_wrong_kind_and_api_version():

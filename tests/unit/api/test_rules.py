@@ -41,6 +41,22 @@ CASES = [  # (bad patch, good patch, expected message fragment)
     (dict(dataset__format="preference", objective__type="dpo", dataset__packing=True),
      dict(dataset__format="preference", objective__type="dpo"), "packing does not apply to preference"),
     (dict(method__type="full", output__mergeAdapter=True), dict(output__mergeAdapter=True), "mergeAdapter needs an adapter"),
+    (dict(training__microBatchSize=64, training__globalBatchSize=4),
+     dict(training__microBatchSize=64, training__globalBatchSize=4, training__gradientAccumulation=1),
+     "microBatchSize is larger than spec.training.globalBatchSize"),
+    (dict(model__volume={"claimName": "m", "subPath": "../other"}), dict(model__volume={"claimName": "m", "subPath": "a/b"}),
+     "spec.model.volume.subPath must be a relative path"),
+    (dict(dataset__volume={"claimName": "d", "subPath": "/abs"}), dict(dataset__volume={"claimName": "d", "subPath": "x"}),
+     "spec.dataset.volume.subPath must be a relative path"),
+    (dict(output__path="../../etc/x", output__volume={"claimName": "o"}),
+     dict(output__path="runs/x", output__volume={"claimName": "o"}), "must stay inside spec.output.volume"),
+    (dict(scheduling__tolerations=[{"key": "gpu", "operator": "Exists", "value": "yes"}]),
+     dict(scheduling__tolerations=[{"key": "gpu", "operator": "Exists"}]), "value must be empty when operator is Exists"),
+    (dict(scheduling__tolerations=[{"operator": "Equal", "value": "x"}]),
+     dict(scheduling__tolerations=[{"operator": "Exists"}]), "key is empty, which needs operator Exists"),
+    (dict(scheduling__tolerations=[{"key": "k", "operator": "Exists", "tolerationSeconds": 5}]),
+     dict(scheduling__tolerations=[{"key": "k", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 5}]),
+     "tolerationSeconds needs effect NoExecute"),
 ]
 
 

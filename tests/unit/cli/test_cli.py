@@ -1,5 +1,7 @@
-"""The `finetune` CLI's fast commands: validate and explain (no torch import), with clear exit codes."""
+"""The `finetune` CLI's fast commands: validate and explain, with clear exit codes (validate's deep checks:
+tests/unit/cli/test_validate.py)."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +12,21 @@ REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "examples" / "quickstart" / "job.yaml"
 
 
-def test_validate_ok(capsys):
-    assert main(["validate", str(QUICKSTART)]) == 0
-    assert "valid FineTuneJob 'quickstart' (lora + sft, messages data)" in capsys.readouterr().out
+def quickstart_job(tmp_path, model) -> Path:
+    """The quickstart job in tmp_path beside a copy of its data, its model at `model`, its output in tmp_path."""
+    shutil.copytree(QUICKSTART.parent / "data", tmp_path / "data")
+    text = QUICKSTART.read_text().replace("path: .model", f"path: {model}")
+    job = tmp_path / "job.yaml"
+    job.write_text(text.replace("path: ../../out/quickstart", "path: out"))
+    return job
+
+
+def test_validate_ok(tiny_model_dir, tmp_path, capsys):
+    job = quickstart_job(tmp_path, tiny_model_dir)
+    assert main(["validate", str(job)]) == 0
+    out = capsys.readouterr().out
+    assert "valid FineTuneJob 'quickstart' (lora + sft, messages data)" in out
+    assert "ok  data: 800 examples read, 800 kept" in out and "ok  model: tokenizer, chat template" in out
 
 
 def test_validate_bad_file_exit_2_names_line(tmp_path, capsys):
@@ -31,7 +45,13 @@ def test_explain_field_and_unknown_field(capsys):
     assert "no field 'rnak' in spec.method.lora" in capsys.readouterr().err
 
 
-def test_validate_does_not_import_torch():
-    code = ("import sys; from finetune_cli.main import main; main(['validate', %r]); "
-            "assert 'torch' not in sys.modules, 'validate imported torch'" % str(QUICKSTART))
-    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+def test_validate_without_the_slow_parts_does_not_import_torch(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text('{"vocab_size": 100, "hidden_size": 64, "intermediate_size": 128, '
+                                       '"num_hidden_layers": 2, "num_attention_heads": 4}')
+    job = quickstart_job(tmp_path, model)
+    code = ("import sys; from finetune_cli.main import main; rc = main(['validate', '--skip-model', '--skip-data', %r]); "
+            "assert rc == 0, rc; assert 'torch' not in sys.modules, 'validate imported torch'" % str(job))
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr

@@ -151,3 +151,30 @@ def test_each_checkpointed_block_keeps_only_its_input():
     assert acts[-1] >= acts[-2]  # block saves nothing: backward recomputes it at once)
     assert estimate(m, w, 2, True, m.layers).activations == estimate(m, w, 2, True).activations
     assert estimate(m, w, 2, False).activations > acts[0] > 10 * acts[-1]
+
+
+# Peaks measured through `finetune run` on 2xH200 (bench/results/multi-gpu-h200-*-2026-11-30.json): the planner
+# must stay within 10% of each.
+H200_ROWS = [  # (model, method, strategy, world, micro, accumulation, measured GiB per rank)
+    ("meta-llama/llama-3.1-8b", "full", "fsdp", 2, 4, 2, 113.905),
+    ("meta-llama/llama-3.1-8b", "full", "deepspeed-zero3", 2, 4, 2, 108.623),
+    ("meta-llama/llama-3.2-1b", "full", "fsdp", 2, 8, 1, 27.098),
+    ("meta-llama/llama-3.2-1b", "full", "deepspeed-zero3", 2, 8, 1, 54.217),
+    ("meta-llama/llama-3.1-8b", "lora", "ddp", 1, 4, 3, 50.034),
+    ("meta-llama/llama-3.1-8b", "lora", "ddp", 2, 4, 3, 50.19),
+]
+
+
+@pytest.mark.parametrize("model,method,strategy,world,micro,acc,measured", H200_ROWS)
+def test_the_planner_is_within_ten_percent_of_every_measured_2xh200_peak(model, method, strategy, world, micro, acc,
+                                                                          measured):
+    from finetune_plan.catalog import SHAPES
+
+    e = estimate(SHAPES[model], Workload(method, strategy, world, 2048, 140 * GiB), micro, False, accumulation=acc)
+    assert abs(e.total / GiB - measured) / measured < 0.10, (e.as_gib(), measured)
+
+
+def test_fsdp_accumulation_keeps_unsharded_fp32_gradients():
+    m, w = ModelShape.from_config(LLAMA_8B), Workload("full", "fsdp", 2, 2048, H200)
+    one, two = estimate(m, w, 4, False, accumulation=1), estimate(m, w, 4, False, accumulation=2)
+    assert two.gradients == 2 * one.gradients == 4 * m.params

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from finetune_api import load_job_text
-from finetune_trainer.errors import EnvironmentProblem, NotSupportedYet
+from finetune_trainer.errors import EnvironmentProblem
 from finetune_plan import resolve_strategy
 from finetune_trainer.local_run import describe, plan_local
 
@@ -72,12 +72,9 @@ def test_multi_node_is_for_clusters(tmp_path):
         plan_local(job("  distributed: {nodes: 2}\n"), tmp_path / "job.yaml", gpus_visible=0)
 
 
-def test_an_option_outside_the_supported_sets_is_refused_by_name(tmp_path, monkeypatch):
-    from finetune_trainer import capabilities
-
-    monkeypatch.setattr(capabilities, "SUPPORTED_METHODS", frozenset({"lora"}))
-    with pytest.raises(NotSupportedYet, match="spec.method.type: method 'spectrum' is not supported yet"):
-        plan_local(job("  method: {type: spectrum}\n"), tmp_path / "job.yaml", gpus_visible=2)
+def test_deepspeed_on_a_cpu_is_refused_by_field(tmp_path):
+    with pytest.raises(EnvironmentProblem, match="spec.distributed.strategy deepspeed-zero2 needs CUDA GPUs"):
+        plan_local(job("  distributed: {strategy: deepspeed-zero2}\n"), tmp_path / "job.yaml", gpus_visible=0)
 
 
 @pytest.mark.parametrize("extra", [

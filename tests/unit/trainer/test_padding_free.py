@@ -11,7 +11,7 @@ import pytest
 
 from finetune_api import load_job_text
 from finetune_api.trainer_config import LaunchPlan, TrainerConfig
-from finetune_trainer import recipe
+from finetune_trainer import losses, recipe
 from finetune_trainer.distributed import Dist
 from finetune_trainer.modeling import uses_padding_free
 
@@ -56,7 +56,7 @@ def examples(n: int, seed: int = 0) -> list[dict]:
 def step_batches(train, padding_free: bool):
     plan = LaunchPlan(micro_batch=4, gradient_accumulation=2)
     d = Dist(rank=0, world=1, local_rank=0, device=torch.device("cpu"))
-    return recipe._micro_batches(train, plan, 0, len(train) // plan.global_batch, 7, d, 0, padding_free=padding_free)
+    return recipe.micro_batches(train, plan, 0, len(train) // plan.global_batch, 7, d, 0, padding_free=padding_free)
 
 
 def test_padding_free_micro_batches_are_one_row_of_the_same_examples_without_pads():
@@ -86,7 +86,7 @@ def test_padding_free_gives_the_padded_loss_and_gradients(tiny_model_dir):
         total = 0.0
         for b in step_batches(train, padding_free):
             b.pop("n_real")
-            loss = recipe._ce_sum(model, b, torch.device("cpu"))
+            loss = losses.ce_sum(model, b, torch.device("cpu"))
             loss.backward()
             total += float(loss.detach())
         return total, {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from finetune_trainer.modeling import enable_checkpointing
-from finetune_trainer.parallel import decoder_layers
+from finetune_trainer.strategy import decoder_layers
 
 torch = pytest.importorskip("torch")
 

@@ -21,7 +21,8 @@ from .collate import collate
 from .encoding import DataReport, encode, encode_all
 from .errors import DataError
 from .packing import one_row, pack_examples
-from .records import Record, read_hub, read_paths
+from .files import read_hub, read_paths
+from .records import Record
 
 __all__ = [
     "CHATML_TEMPLATE", "ChatTemplate", "DataBundle", "DataError", "DataReport", "Record", "collate", "encode",
@@ -93,7 +94,8 @@ def load_datasets(spec, tokenizer, *, seed: int, base_dir: Path, objective: str)
 
     Raises:
         DataError: a file or line is bad (the message names it), or no training example survives maxLength.
-        ValueError: the chat template is not valid Jinja, or the objective does not fit the format.
+        TemplateProblem: the chat template is not valid Jinja, or does not write the messages.
+        ValueError: the objective does not fit the format (the spec rules make that impossible).
     """
     template = resolve_template(tokenizer, spec.chat_template)
     if spec.hub_id:

@@ -14,12 +14,10 @@ Written by hand because the two shapes need different padding and neither stock 
 
 from __future__ import annotations
 
-import torch
-
 IGNORE = -100
 
 
-def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+def collate(batch: list[dict], pad_id: int) -> dict[str, "torch.Tensor"]:
     """Pad a batch of examples, or of packed rows, to its longest member.
 
     Args:
@@ -54,4 +52,6 @@ def collate(batch: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
             out["position_ids"].append(list(ex["position_ids"]) + list(range(last + 1, last + 1 + pad)))
         else:
             out["attention_mask"].append([1] * n + [0] * pad)
+    import torch  # here, not at the top: `finetune validate --skip-model` reads data files without torch
+
     return {k: torch.tensor(v, dtype=torch.long) for k, v in out.items()}

@@ -12,18 +12,15 @@ with trl's field names, so a record can be handed to trl as it is:
 - `preference`: `{"prompt", "chosen", "rejected"}`, all strings or all lists of messages.
 
 Validation happens here, once, at the boundary: every malformed line raises `DataError` naming the file
-and line. A conversation must end with an assistant turn: turns after the last reply would never be trained,
+and line (files.py reads the files and passes each line here). A conversation must end with an assistant turn: turns after the last reply would never be trained,
 which almost always means a truncated export, so we refuse it rather than train on it silently.
-Blank lines are skipped; a UTF-8 byte-order mark at the start of a file is accepted.
 """
 
 from __future__ import annotations
 
-import codecs
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any, Optional
 
 from .errors import DataError
 
@@ -191,96 +188,3 @@ def normalize(obj: Any, fmt: str, file: str, line: Optional[int]) -> Record:
             data = {k: row.text(k, v) for k, v in values.items()}
         return Record("preference", data, file, line)
     raise ValueError(f"unknown dataset format {fmt!r}; expected one of {', '.join(KIND_OF_FORMAT)}")
-
-
-def jsonl_files(path: Path) -> list[Path]:
-    """The files a spec path stands for: the file itself, or a directory's *.jsonl files in sorted order.
-
-    Raises:
-        DataError: the path does not exist, or the directory holds no *.jsonl file.
-    """
-    if path.is_dir():
-        files = sorted(p for p in path.glob("*.jsonl") if p.is_file())
-        if not files:
-            raise DataError(str(path), None, "directory holds no *.jsonl files")
-        return files
-    if not path.is_file():
-        raise DataError(str(path), None, "no such file (paths are relative to the job file's directory)")
-    return [path]
-
-
-def read_jsonl(path: Path, fmt: str) -> list[Record]:
-    """Every example of one JSONL file, normalized.
-
-    Args:
-        path: the file.
-        fmt: the spec's format.
-
-    Returns:
-        One Record per non-blank line, in file order.
-
-    Raises:
-        DataError: a line is not UTF-8, not JSON, or not a valid example; or the file has no examples.
-    """
-    file, records = str(path), []
-    with open(path, "rb") as f:
-        for n, raw in enumerate(f, 1):
-            if n == 1 and raw.startswith(codecs.BOM_UTF8):
-                raw = raw[len(codecs.BOM_UTF8):]
-            try:
-                text = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(file, n, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at byte {e.start + 1} of the "
-                                         "line); re-save the file as UTF-8") from None
-            if not text.strip():
-                continue
-            try:
-                obj = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise DataError(file, n, f"not valid JSON ({e.msg} at column {e.colno}); each line must hold "
-                                         "one complete JSON object") from None
-            records.append(normalize(obj, fmt, file, n))
-    if not records:
-        raise DataError(file, None, "no examples: the file is empty or holds only blank lines")
-    return records
-
-
-def read_paths(paths: Iterable[str], fmt: str, base_dir: Path) -> list[Record]:
-    """Every example of the spec's `paths` (files or directories), relative paths taken from `base_dir`.
-
-    Raises:
-        DataError: as `jsonl_files` and `read_jsonl`.
-    """
-    records: list[Record] = []
-    for p in paths:
-        path = Path(p).expanduser()
-        for file in jsonl_files(path if path.is_absolute() else Path(base_dir) / path):
-            records.extend(read_jsonl(file, fmt))
-    return records
-
-
-def read_hub(hub_id: str, split: str, fmt: str) -> list[Record]:
-    """Every row of a hub dataset split, normalized; errors name `hub:<id>` and the 0-based row index.
-
-    Args:
-        hub_id: the dataset id on the Hugging Face hub (or a local dataset script/dir `load_dataset` accepts).
-        split: the split to read.
-        fmt: the spec's format.
-
-    Returns:
-        One Record per row.
-
-    Raises:
-        DataError: the dataset or split cannot be found, it has no rows, or a row is not a valid example.
-    """
-    import datasets  # heavy import, only for hub data
-
-    file = f"hub:{hub_id}"
-    try:
-        ds = datasets.load_dataset(hub_id, split=split)
-    except (FileNotFoundError, ValueError) as e:
-        raise DataError(file, None, f"cannot load split {split!r}: {e}") from e
-    records = [normalize(row, fmt, file, i) for i, row in enumerate(ds)]
-    if not records:
-        raise DataError(file, None, f"split {split!r} has no rows")
-    return records

@@ -94,3 +94,20 @@ def test_template_resolution_order(tiny_tokenizer):
 def test_invalid_jinja_is_refused_up_front(tiny_tokenizer):
     with pytest.raises(ValueError, match="spec.dataset.chatTemplate is not valid Jinja"):
         resolve_template(tiny_tokenizer, "{% for m in messages %}")
+
+
+def test_a_template_that_crashes_on_a_row_is_a_named_data_error_not_a_traceback(tiny_tokenizer, chat):
+    """A template is a program: a TypeError inside it is the template's fault, reported at the row."""
+    crashing = "{% for m in messages %}{{ m['content'] }}{% if m['role'] == 'system' %}{{ m['content'] + 1 }}{% endif %}{% endfor %}"
+    template = resolve_template(tiny_tokenizer, crashing)
+    with pytest.raises(DataError) as info:
+        encode(chat_record(chat, line=4), tiny_tokenizer, max_length=512, template=template)
+    assert str(info.value).startswith("train.jsonl:4: spec.dataset.chatTemplate fails on this conversation: TypeError")
+
+
+def test_a_template_that_writes_no_content_is_refused_up_front(tiny_tokenizer):
+    from finetune_trainer.data.chat import TemplateProblem
+
+    with pytest.raises(TemplateProblem, match=r"spec.dataset.chatTemplate does not write the messages' content: .* "
+                                              r"renders as 'x'"):
+        resolve_template(tiny_tokenizer, "x")

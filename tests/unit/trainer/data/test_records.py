@@ -7,7 +7,8 @@ import json
 import pytest
 
 from finetune_trainer.data import DataError
-from finetune_trainer.data.records import normalize, read_hub, read_jsonl, read_paths
+from finetune_trainer.data.files import read_hub, read_jsonl, read_paths
+from finetune_trainer.data.records import normalize
 
 
 def refused(path, fmt: str) -> DataError:
@@ -138,7 +139,7 @@ def test_missing_path_and_empty_directory(tmp_path):
     with pytest.raises(DataError, match="no such file"):
         read_paths(["nowhere.jsonl"], "text", tmp_path)
     (tmp_path / "empty").mkdir()
-    with pytest.raises(DataError, match="no \\*.jsonl files"):
+    with pytest.raises(DataError, match=r"no \*.jsonl or \*.json files"):
         read_paths(["empty"], "text", tmp_path)
 
 
