@@ -70,6 +70,39 @@ class Proc:
         return float("nan")
 
 
+class Meter:
+    """The operator's CPU seconds and peak RSS across its restarts (a SIGKILLed process takes its counters along)."""
+
+    def __init__(self, op: OperatorProcess):
+        self.op, self.dead_cpu, self.peak = op, 0.0, 0.0
+
+    def _proc(self) -> Proc:
+        return Proc(self.op.proc.pid)
+
+    def cpu(self) -> float:
+        return self.dead_cpu + self._proc().cpu()
+
+    def mem(self, key: str) -> float:
+        return self._proc().mem(key)
+
+    def peak_rss(self) -> float:
+        return max(self.peak, self._proc().mem("VmHWM"))
+
+    def kill(self) -> None:
+        """SIGKILL (its CPU and peak memory so far are kept)."""
+        self.dead_cpu, self.peak = self.cpu(), self.peak_rss()
+        self.op.kill()
+
+    def start(self) -> float:
+        self.op.start()
+        return time.monotonic()
+
+    def kill_and_restart(self) -> float:
+        """SIGKILL, then start again; returns when the new process started (monotonic)."""
+        self.kill()
+        return self.start()
+
+
 class Watch(threading.Thread):
     """A watch of one kind in the bench namespace, calling `on(event_type, obj, now)` for each event."""
 
@@ -127,6 +160,7 @@ def main() -> int:
     ap.add_argument("--changed-pods", type=int, default=200, help="pods deleted to measure status lag")
     ap.add_argument("--resync", type=float, default=30.0, help="the operator's FINETUNE_RESYNC_SECONDS")
     ap.add_argument("--kill", action="store_true", help="also SIGKILL the operator in each phase")
+    ap.add_argument("--kill-batch", type=int, default=200, help="jobs created around the SIGKILL while creating")
     ap.add_argument("--timeout", type=float, default=1200)
     args = ap.parse_args()
     bin_dir = Path(subprocess.run(["bash", str(REPO / "scripts" / "install-cluster-tools.sh")], check=True,
@@ -185,12 +219,12 @@ def main() -> int:
                "FINETUNE_WATCH_TIMEOUT": "300", "FINETUNE_TRAINER_IMAGE": "registry.invalid/t:1"}
         op = OperatorProcess(cp, kubeconfig=cp.client_kubeconfig(OPERATOR_USER), env=env,
                              log=cp.logs / "operator.log").start()
-        proc = Proc(op.proc.pid)
+        proc = Meter(op)
         wait_for(lambda: "watch" in " ".join(audit_counts(cp, 0)[0]), 60, "the operator's watches")
         phases: dict = {}
 
         def measure(name: str, fn):
-            nonlocal proc
+            print(f"phase {name} ...", file=sys.stderr, flush=True)
             _, seen = audit_counts(cp, 0)
             cpu0, t0 = proc.cpu(), time.monotonic()
             extra = fn() or {}
@@ -208,24 +242,13 @@ def main() -> int:
                 created_at[n] = time.monotonic()
                 custom.create_namespaced_custom_object("finetune.io", "v1alpha1", NS, "finetunejobs", body(n))
 
-            kill_at = args.jobs // 2 if args.kill else None
             with cf.ThreadPoolExecutor(8) as pool:
                 list(pool.map(create, names))
-            if kill_at is not None:  # SIGKILL while children are being created
-                wait_for(lambda: len(job_seen) >= kill_at, args.timeout, "half the Jobs")
-                op.kill()
-                t_kill = time.monotonic()
-                op.start()
-                proc = Proc(op.proc.pid)
             wait_for(lambda: len(job_seen) >= args.jobs, args.timeout, "every Job", interval=0.5)
             lat = [job_seen[n] - created_at[n] for n in names]
             wait_for(lambda: all("Running" in phase_at[n] for n in names), args.timeout, "every job Running", interval=1)
-            out = {"create_to_all_children_seconds": summary(lat),
-                   "create_to_running_seconds": summary([phase_at[n]["Running"] - created_at[n] for n in names])}
-            if kill_at is not None:
-                out["killed_after_jobs_seen"] = kill_at
-                out["restart_to_all_children_seconds"] = round(max(job_seen.values()) - t_kill, 2)
-            return out
+            return {"create_to_all_children_seconds": summary(lat),
+                    "create_to_running_seconds": summary([phase_at[n]["Running"] - created_at[n] for n in names])}
 
         measure("create", create_all)
         def steady():  # a measured window (two resync rounds over every running job), not a wait for a condition
@@ -248,58 +271,80 @@ def main() -> int:
             return {"pods_changed": len(pods), "pod_failed_to_status_seconds": summary(lag)}
 
         measure("pod_change", pod_change)
-        result["operator_peak_rss_mib"] = proc.mem("VmHWM")
 
         if args.kill:
             faults = {}
 
             def stale_while_down():
-                op.kill()
-                for n in names[:100]:
+                proc.kill()
+                for n in names[:100]:  # someone overwrites statuses while no operator runs
                     custom.patch_namespaced_custom_object_status("finetune.io", "v1alpha1", NS, "finetunejobs", n,
                                                                  {"status": {"message": "stale"}})
-                t0 = time.monotonic()
-                op.start()
+                t0 = proc.start()
                 wait_for(lambda: all(custom.get_namespaced_custom_object_status(
                     "finetune.io", "v1alpha1", NS, "finetunejobs", n)["status"].get("message") != "stale"
                     for n in names[:100]), args.timeout, "stale statuses corrected", interval=1)
                 return {"restart_to_converged_seconds": round(time.monotonic() - t0, 2)}
 
+            print("fault: running ...", file=sys.stderr, flush=True)
             faults["running"] = stale_while_down()
-            proc = Proc(op.proc.pid)
+
+            def creating():  # more jobs (no GPU left for them: their pods wait), SIGKILL when the first has its Job
+                extra = [f"extra-{i:04d}" for i in range(args.kill_batch)]
+                phase_at.update({n: {} for n in extra})
+                with cf.ThreadPoolExecutor(8) as pool:
+                    list(pool.map(lambda n: custom.create_namespaced_custom_object(
+                        "finetune.io", "v1alpha1", NS, "finetunejobs", runs_long().on(ftj(n, NS, gpus=1))), extra))
+                wait_for(lambda: any(n in job_seen for n in extra), args.timeout, "the first extra Job", interval=0.05)
+                proc.kill()
+                seen_at_kill = sum(n in job_seen for n in extra)
+                t0 = proc.start()
+                wait_for(lambda: all(n in job_seen for n in extra), args.timeout, "every extra Job", interval=0.5)
+                took = max(job_seen[n] for n in extra) - t0
+                wait_for(lambda: all(phase_at[n] for n in extra), args.timeout, "a status on each")
+                return {"jobs": len(extra), "jobs_with_children_at_kill": seen_at_kill,
+                        "restart_to_all_children_seconds": round(took, 2)}
+
+            print("fault: creating ...", file=sys.stderr, flush=True)
+            faults["creating"] = creating()
+            names.extend(f"extra-{i:04d}" for i in range(args.kill_batch))
 
             def finishing():
-                op.kill()
-                pods = core.list_namespaced_pod(NS, label_selector=LABEL).items
-                with cf.ThreadPoolExecutor(8) as pool:  # the trainers finish while no operator runs
-                    list(pool.map(lambda p: core.patch_namespaced_pod(p.metadata.name, NS, {"metadata": {
-                        "labels": {HOLD: None}}}), [p for p in pods if p.status.phase == "Running"]))
-                t0 = time.monotonic()
-                op.start()
-                wait_for(lambda: all("Succeeded" in phase_at[n] for n in names), args.timeout, "every job Succeeded",
-                         interval=1)
-                return {"restart_to_converged_seconds": round(time.monotonic() - t0, 2)}
+                pods = [p for p in core.list_namespaced_pod(NS, label_selector=LABEL).items if p.status.phase == "Running"]
+                running = sorted({p.metadata.labels[LABEL] for p in pods})
+                with cf.ThreadPoolExecutor(8) as pool:  # the trainers finish: kill the operator in the middle
+                    done = pool.map(lambda p: core.patch_namespaced_pod(p.metadata.name, NS, {"metadata": {
+                        "labels": {HOLD: None}}}), pods)
+                    for i, _ in enumerate(done):
+                        if i == len(pods) // 2:
+                            t0 = proc.kill_and_restart()
+                wait_for(lambda: all("Succeeded" in phase_at[n] for n in running), args.timeout,
+                         "every running job Succeeded", interval=1)
+                return {"jobs": len(running), "restart_to_converged_seconds": round(time.monotonic() - t0, 2)}
 
+            print("fault: finishing ...", file=sys.stderr, flush=True)
             faults["finishing"] = finishing()
             events = core.list_namespaced_event(NS, field_selector="involvedObject.kind=FineTuneJob").items
             per = Counter((e.involved_object.name, e.reason) for e in events)
+            restarted = set(names[:args.changed_pods])  # these did go Running -> Restarting -> Running
             faults["duplicate_events"] = sorted(f"{n}:{r}x{c}" for (n, r), c in per.items()
-                                                if c > 1 and r in ("Running", "Succeeded"))[:20]
+                                                if c > 1 and r in ("Pending", "Running", "Succeeded")
+                                                and n not in restarted)[:20]
             jobs_per = Counter(j.metadata.labels.get(LABEL) for j in batch.list_namespaced_job(NS).items)
             faults["duplicate_children"] = sorted(n for n, c in jobs_per.items() if c > 1)
 
             def deleting():
-                op.kill()
                 custom.delete_collection_namespaced_custom_object("finetune.io", "v1alpha1", NS, "finetunejobs")
-                t0 = time.monotonic()
-                op.start()
+                t0 = proc.kill_and_restart()  # while the garbage collector deletes the children
                 wait_for(lambda: not batch.list_namespaced_job(NS).items
                          and not core.list_namespaced_config_map(NS, label_selector=LABEL).items,
                          args.timeout, "every child garbage-collected", interval=2)
                 return {"restart_to_no_orphans_seconds": round(time.monotonic() - t0, 2)}
 
+            print("fault: deleting ...", file=sys.stderr, flush=True)
             faults["deleting"] = deleting()
             result["faults"] = faults
+        result["operator_peak_rss_mib"] = proc.peak_rss()
         op.stop()
         for w in watches:
             w.stop.set()
