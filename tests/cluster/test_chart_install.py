@@ -35,6 +35,13 @@ def test_crd_is_served_with_short_name_and_explain(installed):
     r = cp.kubectl("explain", "ftj.spec.method.type")
     assert r.returncode == 0, r.stderr
     assert "qlora" in r.stdout and "adapters on a frozen base" in r.stdout
+    # the types and defaults kubectl explain cannot show by itself are in the text it does show
+    r = cp.kubectl("explain", "ftj.spec.training")
+    assert r.returncode == 0, r.stderr
+    block = r.stdout[r.stdout.index("microBatchSize"):]
+    block = block[:block.index("\n\n")]
+    assert "An integer >= 1, or `auto`" in block and "Default: `auto`" in block, block
+    assert "`auto`, true or false" in r.stdout and "overriding" not in r.stdout
     r = cp.kubectl("get", "ftj", "-A")
     assert r.returncode == 0, r.stderr
 
