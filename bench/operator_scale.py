@@ -2,7 +2,9 @@
 
 What it measures is what the operator owns (issue 14), each with the operator's own share of the machine:
 - create -> all children exist: per job, from our create call to the watch seeing its Job (created last, after the
-  ServiceAccount, ConfigMap, Service), p50/p99; create -> status Running, p50/p99 (scheduler and kwok included);
+  ServiceAccount, ConfigMap, Service), p50/p99, for all N created at once (a burst: bounded by how fast the API
+  server takes writes) and for jobs created one at a time while the operator holds the N (the latency a user sees);
+  create -> status Running, p50/p99 (scheduler and kwok included);
 - status lag after a pod change: a sample of trainer pods is deleted (kwok stops them as the trainer does on SIGTERM:
   exit 143), and the lag from the watch seeing the pod Failed to the watch seeing its FineTuneJob Restarting, p50/p99;
 - the operator's CPU seconds and RSS per phase (from /proc), and API requests per job (the API server's audit log of
@@ -158,6 +160,7 @@ def main() -> int:
     ap.add_argument("--nodes", type=int, default=500)
     ap.add_argument("--gpus-per-node", type=int, default=2)
     ap.add_argument("--changed-pods", type=int, default=200, help="pods deleted to measure status lag")
+    ap.add_argument("--one-more", type=int, default=50, help="jobs created one at a time once all are running")
     ap.add_argument("--resync", type=float, default=30.0, help="the operator's FINETUNE_RESYNC_SECONDS")
     ap.add_argument("--kill", action="store_true", help="also SIGKILL the operator in each phase")
     ap.add_argument("--kill-batch", type=int, default=200, help="jobs created around the SIGKILL while creating")
@@ -256,6 +259,22 @@ def main() -> int:
             return {"seconds": 2 * args.resync}
 
         measure("steady", steady)
+
+        def one_more():  # the latency a user sees: one job at a time, while the operator holds all the others
+            extra = [f"more-{i:03d}" for i in range(args.one_more)]
+            phase_at.update({n: {} for n in extra})
+            lat = []
+            for n in extra:
+                created_at[n] = time.monotonic()
+                custom.create_namespaced_custom_object("finetune.io", "v1alpha1", NS, "finetunejobs",
+                                                       runs_long().on(ftj(n, NS, gpus=1)))
+                wait_for(lambda: n in job_seen, args.timeout, f"the Job of {n}", interval=0.01)
+                lat.append(job_seen[n] - created_at[n])
+            for n in extra:  # out of the way of the faults below (no GPU was left for them)
+                custom.delete_namespaced_custom_object("finetune.io", "v1alpha1", NS, "finetunejobs", n)
+            return {"one_job_at_a_time_create_to_all_children_seconds": summary(lat)}
+
+        measure("one_more", one_more)
 
         def pod_change():
             sample = names[:args.changed_pods]

@@ -150,7 +150,8 @@ class Reconciler:
         error, permanent = None, False
         if previous.phase not in TERMINAL:
             try:
-                self._converge(ftj, world, job)
+                created_job = self._converge(ftj, world, job)
+                job = job or created_job  # created now: the status says so at once, not "creating" first
             except (SpecError, ValidationError) as e:
                 error, permanent = ("InvalidSpec", str(e)), True
             except ChildConflict as e:
@@ -196,8 +197,12 @@ class Reconciler:
         except ValidationError:
             return FineTuneJobStatus()
 
-    def _converge(self, ftj: dict, world: World, job: Optional[dict]) -> None:
-        """Create missing children, adopt a kept output claim, mirror suspend, stop a failed group's peers."""
+    def _converge(self, ftj: dict, world: World, job: Optional[dict]) -> Optional[dict]:
+        """Create missing children, adopt a kept output claim, mirror suspend, stop a failed group's peers.
+
+        Returns:
+            The Job manifest when this call created the Job, else None.
+        """
         meta, spec = ftj["metadata"], ftj.get("spec") or {}
         name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
         out = ((spec.get("output") or {}).get("volume") or {}).get("create")
@@ -213,11 +218,14 @@ class Reconciler:
             elif uid not in seen.owners and not self._kept_claim(kind, seen, name):
                 raise ChildConflict(f"{kind} {namespace}/{child} already exists and is not owned by this FineTuneJob; "
                                     f"delete or rename it")
+        created_job = None
         if missing:
             manifests = {(m["kind"], m["metadata"]["name"]): m
                          for m in render_children(parse_body(ftj), uid=uid, image=self.image)}
             for kind, child in missing:
-                if not self.cluster.create(manifests[(kind, child)]):
+                if self.cluster.create(manifests[(kind, child)]):
+                    created_job = manifests[(kind, child)] if kind == "Job" else created_job
+                else:
                     existing = self.cluster.read(kind, namespace, child)  # the watch has not shown it yet
                     if existing is not None and not _owned(existing, uid) and not self._kept_claim(
                             kind, Child(labels=(existing.get("metadata") or {}).get("labels") or {}), name):
@@ -229,7 +237,7 @@ class Reconciler:
                                    names.owner_reference(name, uid))
         if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
                               for c in (job.get("status") or {}).get("conditions") or []):
-            return
+            return created_job
         want, have = bool(spec.get("suspend")), bool((job.get("spec") or {}).get("suspend"))
         queued = names.QUEUE_LABEL in ((job.get("metadata") or {}).get("labels") or {})
         if want != have and (want or not queued):  # Kueue, not the operator, resumes a queued Job
@@ -239,6 +247,7 @@ class Reconciler:
             log.info("stopping pod %s/%s: a peer failed, the group restarts together", namespace,
                      pod["metadata"]["name"])
             self.cluster.delete_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"])
+        return created_job
 
     @staticmethod
     def _kept_claim(kind: str, child: Child, name: str) -> bool:

@@ -43,7 +43,7 @@ class Case:
 
 CASES = {
     "new job: every child created, then Pending": Case(
-        world(make_ftj()), "Pending", {"Created": ("False", "Creating")},
+        world(make_ftj()), "Pending", {"Created": ("True", "ChildrenCreated"), "Running": ("False", "Starting")},
         creates=["ServiceAccount", "ConfigMap", "Service", "Job"], events=[("Normal", "Pending")]),
     "deleted ConfigMap is created again, nothing else": Case(
         world(make_ftj(status=RUNNING), make_job(), [make_pod()],
