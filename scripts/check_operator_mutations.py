@@ -28,7 +28,7 @@ MUTATIONS = {  # name: (file, original text, mutated text)
     "pruning of the never-true Suspended condition": (
         OP + "status.py", '            del conds[ctype]  # "resumed"', '            pass  # "resumed"'),
     "event names derived from the transition": (
-        OP + "reconcile.py", 'ident = "|".join([ftj["metadata"]["uid"]', 'ident = "|".join([str(id(ftj)), ftj["metadata"]["uid"]'),
+        OP + "reconcile.py", 'ident = "|".join([ftj["metadata"]["uid"]', 'ident = "|".join([str(time.time_ns()), ftj["metadata"]["uid"]'),
 }
 
 
