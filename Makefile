@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine (README.md):
 #   make quickstart   # venv + tiny model + a real LoRA fine-tune on the CPU
-#   make test         # venv + control-plane binaries + Prometheus + every CPU test tier (what CI runs)
+#   make test         # venv + control-plane binaries + Prometheus + images + every CPU test tier (what CI runs)
 # The venv is cached outside the clone, keyed by the Python version and requirements/lock.txt's hash.
 
 SHELL := /bin/bash
@@ -12,7 +12,7 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart preference test test-fast crd charts errors-doc clean-quickstart
+.PHONY: venv quickstart preference test test-fast test-images images crd charts plan-doc errors-doc clean-quickstart
 
 # .venv is this clone's own small venv layered on the cached one (scripts/clone_venv.py): its `finetune` runs this
 # clone's code, whichever clone used the cache last. Nothing is installed into the shared venv.
@@ -48,14 +48,24 @@ preference: venv $(PREF_MODEL)
 clean-quickstart:
 	rm -rf out/quickstart $(QS_MODEL)
 
-# What CI runs: the fast tier, the slow tier (real CPU fine-tunes), the cluster tier (real control plane).
-test: venv
+# Both images, built with buildah from Dockerfile.operator/.trainer on a local base (docs/images.md); cached.
+images:
+	bash scripts/install-image-tools.sh
+	bash scripts/build-images.sh operator trainer
+
+# What CI runs: the fast tier, the slow tier (real CPU fine-tunes), the image tier (both images built and run),
+# the cluster tier (real control plane, kwok GPU nodes and a real kubelet node running the trainer image).
+test: venv images
 	bash scripts/install-cluster-tools.sh
 	bash scripts/install-prometheus.sh
 	.venv/bin/python -m pytest -m "not gpu" -o addopts="--strict-markers -p no:cacheprovider --import-mode=importlib" -q tests
 
 test-fast: venv
 	.venv/bin/python -m pytest -q
+
+# The image tier alone: build both images (cached) and check what they hold by running them.
+test-images: venv images
+	.venv/bin/python -m pytest -m images -q tests/images
 
 crd: venv
 	.venv/bin/python -m finetune_api.crd
@@ -66,6 +76,9 @@ crd: venv
 charts: venv
 	PYTHONPATH=monitoring .venv/bin/python -m finetune_monitoring.dashboard
 
+# docs/node-plans.md: what fits on 2xH200, from the planner (a test fails when it is stale)
+plan-doc: venv
+	.venv/bin/python -m finetune_cli.node_plan
 # docs/errors.md: what `finetune validate` says for each malformed spec of the corpus (tests/support/spec_corpus*.py)
 errors-doc: venv
 	PYTHONPATH=tests .venv/bin/python -m support.errors_doc

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Builds the "cluster" test tier's binaries from the Go module proxy, once, into a cache outside the clone:
-#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm.
+#   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, the kubelet of the
+#   tier's real node (tests/cluster/node.py; its containerd and runc come from Debian: install-image-tools.sh);
+#   and Kueue's controller (with its CRDs and webhook manifests) in a folder of its own, keyed by its version:
+#   $ROOT/kueue-v<version>/.
 # None of them ship in Debian or PyPI and no prebuilt download is reachable here, so we compile them
 # (see shared/cluster-tier.md). Idempotent: a binary already in the bin dir is skipped; each one is built
 # in a temp dir and renamed into place, so a half-built binary never shows up. Prints the bin dir last
@@ -10,10 +13,11 @@
 #   FORCE=1          rebuild everything
 set -euo pipefail
 
-K8S_VERSION=1.34.2      # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl
+K8S_VERSION=1.34.2      # kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet
 ETCD_VERSION=3.6.16
 KWOK_VERSION=0.7.0      # 0.8.0 has no built-in stages when run standalone
 HELM_VERSION=3.21.4
+KUEUE_VERSION=0.17.0    # Kueue's controller manager + its CRDs and webhook manifests (tests/cluster/kueue.py)
 
 CACHE=${FINETUNE_CACHE:-$HOME/.cache/finetune-operator}
 ROOT="$CACHE/k8s-v$K8S_VERSION"
@@ -44,10 +48,10 @@ have() { [[ -x "$BIN/$1" ]]; }
 # install_bins DIR NAME...: rename built binaries into the bin dir (same filesystem, so atomic).
 install_bins() { local d=$1; shift; for b in "$@"; do chmod 0755 "$d/$b"; mv -f "$d/$b" "$BIN/$b"; done; }
 
-# --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl -------------------------------------
+# --- kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kubelet -----------------------------
 # k8s.io/kubernetes replaces its ~31 staging modules with ./staging/...; a wrapper module points each one at
 # its published tag v0.<minor>.<patch> instead.
-K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl)
+K8S_CMDS=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet)
 missing=(); for c in "${K8S_CMDS[@]}"; do have "$c" || missing+=("$c"); done
 if ((${#missing[@]})); then
   t=$SECONDS; log "building ${missing[*]} v$K8S_VERSION"
@@ -112,6 +116,24 @@ if ! have helm; then
   GOBIN="$WORK/helm" go install -trimpath -ldflags "$LD" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
   install_bins "$WORK/helm" helm
   log "helm built in $((SECONDS - t))s"
+fi
+
+# --- kueue (no replace directives: plain go install), keyed by version in its own folder ----------------------
+# Its own folder, not the shared stamp: worktrees pinning other Kueue versions never rebuild each other's etcd/helm.
+KUEUE="$ROOT/kueue-v$KUEUE_VERSION"
+if [[ ! -x "$KUEUE/bin/kueue" || ! -f "$KUEUE/manifests/.complete" ]]; then
+  t=$SECONDS; log "building kueue v$KUEUE_VERSION"
+  mkdir -p "$WORK/kueue"
+  GOBIN="$WORK/kueue" go install -trimpath \
+    -ldflags "-s -w -X sigs.k8s.io/kueue/pkg/version.GitVersion=v$KUEUE_VERSION" "sigs.k8s.io/kueue/cmd/kueue@v$KUEUE_VERSION"
+  src=$(go mod download -json "sigs.k8s.io/kueue@v$KUEUE_VERSION" | python3 -c 'import json,sys;print(json.load(sys.stdin)["Dir"])')
+  rm -rf "$KUEUE.new" && mkdir -p "$KUEUE.new/bin" "$KUEUE.new/manifests/crd"
+  cp "$src"/config/components/crd/bases/*.yaml "$KUEUE.new/manifests/crd/"
+  cp "$src/config/components/webhook/manifests.yaml" "$KUEUE.new/manifests/webhooks.yaml"
+  chmod -R u+w "$KUEUE.new" && install -m 0755 "$WORK/kueue/kueue" "$KUEUE.new/bin/kueue"
+  touch "$KUEUE.new/manifests/.complete"
+  rm -rf "$KUEUE" && mv "$KUEUE.new" "$KUEUE"
+  log "kueue built in $((SECONDS - t))s"
 fi
 
 log "done in $((SECONDS - start_all))s"

@@ -50,6 +50,7 @@ class TerminationMessage(SpecModel):
     steps: Optional[int] = Field(None, description="Optimizer steps completed.")
     final_loss: Optional[float] = Field(None, description="Training loss at the last step.")
     final_eval_loss: Optional[float] = Field(None, description="Validation loss at the end.")
+    eval_exact_match: Optional[float] = Field(None, description="Greedy exact match on held-out examples (0..1).")
     output_path: Optional[str] = Field(None, description="The output directory (inside the pod).")
     manifest_sha256: Optional[str] = Field(None, description="sha256 of the output's manifest.json.")
 

@@ -19,6 +19,7 @@ from .model import ModelSpec
 from .output import OutputSpec
 from .rules import all_violations
 from .scheduling import SchedulingSpec
+from .serving import ServingSpec
 from .status import FineTuneJobStatus
 from .training import DistributedSpec, ResourcesSpec, TrainingSpec
 from .volume import SecretKeyRef
@@ -44,6 +45,9 @@ class FineTuneJobSpec(SpecModel):
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Pod resource requests.")
     scheduling: SchedulingSpec = Field(default_factory=SchedulingSpec, description="Pod placement.")
     output: OutputSpec = Field(..., description="Where results and checkpoints go.")
+    serving: ServingSpec = Field(
+        default_factory=ServingSpec, description="Handing the result to serving: when it counts as ready to serve."
+    )
     hf_token_secret_ref: Optional[SecretKeyRef] = Field(
         None, description="Secret key holding a Hugging Face token, for gated hub models/datasets."
     )

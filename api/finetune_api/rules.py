@@ -169,6 +169,29 @@ RULES: tuple[Rule, ...] = (
         lambda s: not s.dataset.packing or s.dataset.format != "preference",
     ),
     Rule(
+        "spec.serving", "gate", "!has(self.gate) || has(self.gate.maxEvalLoss) || has(self.gate.minExactMatch)",
+        "spec.serving.gate sets no threshold: give maxEvalLoss, minExactMatch or both (or remove the gate)",
+        lambda sv: sv.gate is None or sv.gate.max_eval_loss is not None or sv.gate.min_exact_match is not None,
+    ),
+    Rule(
+        "spec", "serving.gate",
+        "!has(self.serving) || !has(self.serving.gate) || has(self.dataset.validationSplit) "
+        "|| has(self.dataset.validationPaths)",
+        "spec.serving.gate judges the end-of-run evaluation on held-out data: set spec.dataset.validationSplit "
+        "or spec.dataset.validationPaths",
+        lambda s: s.serving.gate is None or s.dataset.validation_split is not None
+        or s.dataset.validation_paths is not None,
+    ),
+    Rule(
+        "spec", "serving.gate.minExactMatch",
+        "!has(self.serving) || !has(self.serving.gate) || !has(self.serving.gate.minExactMatch) "
+        "|| !has(self.objective) || !has(self.objective.type) || self.objective.type in ['sft', 'cpt']",
+        "spec.serving.gate.minExactMatch needs objective sft or cpt (dpo and orpo report preference accuracy, "
+        "not exact match); use maxEvalLoss",
+        lambda s: s.serving.gate is None or s.serving.gate.min_exact_match is None
+        or s.objective.type in ("sft", "cpt"),
+    ),
+    Rule(
         "spec", "output.mergeAdapter",
         "!has(self.output.mergeAdapter) || !self.output.mergeAdapter || !has(self.method) "
         "|| !has(self.method.type) || self.method.type in ['lora', 'qlora']",

@@ -47,6 +47,8 @@ class Result(SpecModel):
     steps: Optional[int] = Field(None, ge=0, description="Optimizer steps completed.")
     final_loss: Optional[float] = Field(None, description="Training loss at the last step.")
     final_eval_loss: Optional[float] = Field(None, description="Validation loss at the end.")
+    eval_exact_match: Optional[float] = Field(
+        None, ge=0, le=1, description="Greedy exact match on held-out examples at the end (0..1).")
 
 
 class FineTuneJobStatus(SpecModel):

@@ -50,15 +50,42 @@ def cmd_run(args) -> int:
     print(f"tensorboard: tensorboard --logdir {out / 'runs'}")
     if (out / "training_curves.png").exists():
         print(f"curves:      {out / 'training_curves.png'}")
+    from finetune_trainer.serving import handoff
+
+    serving = handoff(cfg, m)
+    print(f"serve:       {serving['vllm']['command']}")
+    if serving.get("vllm_merged"):
+        print(f"             {serving['vllm_merged']['command']}  (the merged model)")
+    ready = serving["ready_to_serve"]
+    if ready["reason"] != "NoGate":
+        print(f"ready to serve: {'yes' if ready['status'] == 'True' else 'no'} ({ready['message']})")
     return 0
 
 
 def cmd_plan(args) -> int:
-    """Print the launch plan (strategy, micro-batch, checkpointing, memory and disk) for a machine."""
+    """Print the launch plan (strategy, micro-batch, checkpointing, GPU and host memory, disk) for a machine."""
+    if args.model is not None:
+        from .node_plan import cmd_node_plan
+
+        if args.spec:
+            print("error: give a FineTuneJob file or --model, not both", file=sys.stderr)
+            return ExitCode.INPUT_ERROR
+        return cmd_node_plan(args)
+    if args.spec is None:
+        print("error: finetune plan needs a FineTuneJob file, or --model <hub id or folder> --node <preset>",
+              file=sys.stderr)
+        return ExitCode.INPUT_ERROR
     from finetune_plan import GiB, Machine, auto_candidates, describe, parse_bytes, plan_launch
     from finetune_trainer.local_run import check_merge_fits, model_shape, resolve_paths
 
     job = load_job(args.spec)
+    node = None
+    if args.node:
+        from finetune_plan.node import node_for
+
+        node = node_for(args.node)
+        args.gpus = args.gpus or node.gpus
+        args.gpu_memory = args.gpu_memory or f"{node.gpu_bytes}"
     spec = job.spec
     gpus = args.gpus
     if gpus is None:
@@ -74,8 +101,10 @@ def cmd_plan(args) -> int:
             return ExitCode.INPUT_ERROR
     else:
         gpu_bytes, fused = parse_bytes(args.gpu_memory), True  # another machine: the trainer image's kernels
+    from finetune_plan.catalog import shape_for_hub_id
+
     cfg = resolve_paths(job, Path(args.spec))
-    shape = model_shape(cfg)
+    shape = shape_for_hub_id(spec.model.hub_id) or model_shape(cfg)  # well-known hub ids: no download
     if shape is None:
         print(f"error: spec.model: cannot read the model's config.json ({cfg.model_path or spec.model.hub_id}); "
               "the plan needs its shape", file=sys.stderr)
@@ -97,4 +126,35 @@ def cmd_plan(args) -> int:
                         plan.world_size)
         print("  deepspeed config: " + json.dumps(ds))
     check_merge_fits(cfg.model_copy(update={"plan": plan}))
-    return 0
+    return _check_host(job, plan, shape, gpu_bytes, args, node)
+
+
+def _check_host(job, plan, shape, gpu_bytes: int, args, node) -> int:
+    """Print the host memory per node and the load on each GPU; refuse what the node cannot hold."""
+    from finetune_plan.host import describe_host, host_estimate
+    from finetune_plan.launch_plan import Machine, workload
+    from finetune_plan.memory import GiB, parse_bytes
+
+    from .node_plan import this_machine_host_bytes
+
+    # this machine's host when planning for this machine; another machine's (--gpu-memory) only when given
+    host_bytes = (parse_bytes(args.host_memory) if args.host_memory else node.host_bytes if node
+                  else None if args.gpu_memory else this_machine_host_bytes())
+    machine = Machine(device="cuda", nodes=plan.nodes, nproc_per_node=plan.nproc_per_node, gpu_bytes=gpu_bytes)
+    h = host_estimate(shape, workload(job, plan.strategy or "ddp", machine), plan.nproc_per_node,
+                      merge=job.spec.output.merge_adapter, dora=job.spec.lora.use_dora)
+    print("  " + describe_host(h, host_bytes) + ("" if host_bytes else " (--host-memory to check it against a node)"))
+    problems = []
+    if h.gpu_load + GiB > gpu_bytes and not h.sharded_load:
+        problems.append(f"loading puts the whole model ({h.gpu_load / GiB:.0f} GiB in its training dtype) on each GPU "
+                        f"before {plan.strategy} shards it, and a GPU holds {gpu_bytes / GiB:.0f} GiB: use method "
+                        "qlora or lora (a bf16 base), or GPUs with more memory")
+    if host_bytes is not None and h.peak > host_bytes:
+        fix = ("spec.distributed.cpuOffload moves the weights, gradients and optimizer state to the host: turn it "
+               "off and shard over more GPUs" if job.spec.distributed.cpu_offload
+               else "use fewer processes per node, or method lora/qlora")
+        problems.append(f"the node's host memory: this plan needs ~{h.peak / GiB:.0f} GiB per node at its peak "
+                        f"({h.dominant}) and the node has {host_bytes / GiB:.0f} GiB (--host-memory); {fix}")
+    for p in problems:
+        print(f"error: {p}", file=sys.stderr)
+    return ExitCode.INPUT_ERROR if problems else 0

@@ -106,6 +106,24 @@ class Cluster:
             if e.status not in (404, 409):
                 raise
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        """Activate or deactivate the Kueue Workload of the Job `job_uid`; False when Kueue has made none (yet)."""
+        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, active_patch, workload_selector
+
+        try:
+            items = _json(self.custom.list_namespaced_custom_object(
+                WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL, label_selector=workload_selector(job_uid),
+                _preload_content=False))["items"]
+        except ApiException as e:
+            if e.status == 404:  # Kueue is not installed
+                return False
+            raise
+        for wl in items:
+            self.custom.patch_namespaced_custom_object(WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL,
+                                                       wl["metadata"]["name"], active_patch(not active),
+                                                       _preload_content=False)
+        return bool(items)
+
     def set_owner(self, kind: str, namespace: str, name: str, owner: dict) -> None:
         """Make the FineTuneJob `owner` the controller of an existing child (an output claim kept from an earlier
         job of the same name, now to be deleted with this one)."""

@@ -29,7 +29,7 @@ from finetune_api.job import FineTuneJob
 from finetune_api.loading import SpecError, validate_job
 from finetune_api.status import FineTuneJobStatus, Progress
 
-from . import names
+from . import kueue, names
 from .cluster import ChildConflict, Cluster
 from .diagnosis import refs_of
 from .failure_policy import pods_to_stop
@@ -150,7 +150,7 @@ class Reconciler:
         error, permanent = None, False
         if previous.phase not in TERMINAL:
             try:
-                created_job = self._converge(ftj, world, job)
+                created_job = self._converge(ftj, world, job, previous)
                 job = job or created_job  # created now: the status says so at once, not "creating" first
             except (SpecError, ValidationError) as e:
                 error, permanent = ("InvalidSpec", str(e)), True
@@ -197,7 +197,7 @@ class Reconciler:
         except ValidationError:
             return FineTuneJobStatus()
 
-    def _converge(self, ftj: dict, world: World, job: Optional[dict]) -> Optional[dict]:
+    def _converge(self, ftj: dict, world: World, job: Optional[dict], previous: FineTuneJobStatus) -> Optional[dict]:
         """Create missing children, adopt a kept output claim, mirror suspend, stop a failed group's peers.
 
         Returns:
@@ -239,8 +239,13 @@ class Reconciler:
                               for c in (job.get("status") or {}).get("conditions") or []):
             return created_job
         want, have = bool(spec.get("suspend")), bool((job.get("spec") or {}).get("suspend"))
-        queued = names.QUEUE_LABEL in ((job.get("metadata") or {}).get("labels") or {})
-        if want != have and (want or not queued):  # Kueue, not the operator, resumes a queued Job
+        if kueue.queue_name(meta.get("labels")):
+            # Kueue owns a queued Job's suspend (it would undo ours): the user's wish goes to its Workload, when the
+            # status does not show it yet (Suspended, or not); without a Workload (no Kueue), to the Job itself.
+            if want != (previous.phase == "Suspended"):
+                if not self.cluster.set_workload_active(namespace, job["metadata"]["uid"], not want) and want != have:
+                    self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
+        elif want != have:
             self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
         nodes = int((spec.get("distributed") or {}).get("nodes", 1))
         for pod in pods_to_stop(world.pods, nodes):

@@ -38,18 +38,30 @@ def _volumes(job: FineTuneJob) -> tuple[list[dict], list[dict]]:
         {"name": "shm", "mountPath": "/dev/shm"},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
+    # One pod volume per claim, however many mounts use it: a kubelet never starts a pod that names one claim in
+    # two volumes (kubernetes/kubernetes#51853: ContainerCreating for ever); seen on the cluster tier's real node.
+    by_claim: dict[str, dict] = {}
+
+    def volume_for(claim: str, vol_name: str, read_only: bool) -> str:
+        vol = by_claim.get(claim)
+        if vol is None:
+            source = {"claimName": claim} | ({"readOnly": True} if read_only else {})
+            vol = by_claim[claim] = {"name": vol_name, "persistentVolumeClaim": source}
+            vols.append(vol)
+        elif not read_only:
+            vol["persistentVolumeClaim"].pop("readOnly", None)  # the output is written; inputs' mounts stay read-only
+        return vol["name"]
+
     inputs = (("model", spec.model.volume, MODEL_MOUNT), ("data", spec.dataset.volume, DATA_MOUNT))
     for vol_name, src, mount in inputs:
         if src is None:
             continue
-        vols.append({"name": vol_name, "persistentVolumeClaim": {"claimName": src.claim_name, "readOnly": True}})
-        mounts.append({"name": vol_name, "mountPath": mount, "readOnly": True}
+        mounts.append({"name": volume_for(src.claim_name, vol_name, True), "mountPath": mount, "readOnly": True}
                       | ({"subPath": src.sub_path} if src.sub_path else {}))
     out = spec.output.volume
     if out is not None:
         claim = out.claim_name or names.output_pvc_name(name)
-        vols.append({"name": "output", "persistentVolumeClaim": {"claimName": claim}})
-        mounts.append({"name": "output", "mountPath": OUTPUT_MOUNT})
+        mounts.append({"name": volume_for(claim, "output", False), "mountPath": OUTPUT_MOUNT})
     return vols, mounts
 
 

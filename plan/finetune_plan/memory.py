@@ -47,35 +47,73 @@ LOGIT_BYTES_ZERO3 = 13  # the same under ZeRO-3 (no fused loss there): 13.3 and 
 
 @dataclass(frozen=True)
 class ModelShape:
-    """The numbers of a decoder-only transformer the estimate needs (read off its config.json)."""
+    """The numbers of a decoder-only transformer the estimate needs (read off its config.json).
+
+    A mixture-of-experts model (`experts` > 0: gpt-oss, Mixtral, Qwen3-MoE) has, in each block, `experts` MLPs of
+    width `intermediate` and a router, of which `experts_per_token` run for each token: weights, gradients and
+    optimizer state count every expert (total parameters), activations only the active ones. Its experts are
+    fused 3-D parameters in transformers, not `nn.Linear`s, so LoRA's `all-linear` adapts the attention only.
+    """
 
     vocab: int
     hidden: int
-    intermediate: int
+    intermediate: int  # the MLP's width (one expert's, for a mixture of experts)
     layers: int
     heads: int
     kv_heads: int
     head_dim: int
     tied: bool
+    experts: int = 0  # 0: a dense model
+    experts_per_token: int = 0
+    model_type: str = ""  # config.json's model_type (llama, qwen2, gpt_oss, ...): how the trainer can load it
 
     @classmethod
     def from_config(cls, c: dict) -> "ModelShape":
-        """From a transformers config dict (Llama, Qwen, Mistral, Gemma naming)."""
+        """From a transformers config dict (Llama, Qwen, Mistral, Gemma naming; gpt-oss/Mixtral/Qwen3-MoE experts)."""
         c = dict(c.get("text_config") or {}, **{k: v for k, v in c.items() if k != "text_config"})
         heads = c["num_attention_heads"]
-        return cls(vocab=c["vocab_size"], hidden=c["hidden_size"], intermediate=c["intermediate_size"],
+        experts = int(c.get("num_local_experts") or c.get("num_experts") or 0)
+        inter = c.get("moe_intermediate_size") if experts and c.get("moe_intermediate_size") else c["intermediate_size"]
+        return cls(vocab=c["vocab_size"], hidden=c["hidden_size"], intermediate=inter,
                    layers=c["num_hidden_layers"], heads=heads, kv_heads=c.get("num_key_value_heads") or heads,
-                   head_dim=c.get("head_dim") or c["hidden_size"] // heads, tied=bool(c.get("tie_word_embeddings")))
+                   head_dim=c.get("head_dim") or c["hidden_size"] // heads, tied=bool(c.get("tie_word_embeddings")),
+                   experts=experts, experts_per_token=int(c.get("num_experts_per_tok") or 0) if experts else 0,
+                   model_type=str(c.get("model_type") or ""))
+
+    @property
+    def moe(self) -> bool:
+        return self.experts > 0
+
+    def attention_linears(self) -> dict[str, tuple[int, int]]:
+        d, q, kv = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d)}
 
     def linears(self) -> dict[str, tuple[int, int]]:
-        """(in, out) of each linear of one block, by name."""
-        d, q, kv, i = self.hidden, self.heads * self.head_dim, self.kv_heads * self.head_dim, self.intermediate
-        return {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d),
-                "gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
+        """(in, out) of each `nn.Linear` of one block (LoRA's and Spectrum's candidates), by name."""
+        if self.moe:
+            return self.attention_linears()
+        d, i = self.hidden, self.intermediate
+        return self.attention_linears() | {"gate_proj": (d, i), "up_proj": (d, i), "down_proj": (i, d)}
+
+    @property
+    def active_intermediate(self) -> int:
+        """The MLP width one token passes through (its experts' together, for a mixture of experts)."""
+        return self.intermediate * (self.experts_per_token if self.moe else 1)
 
     @property
     def block_params(self) -> int:
-        return sum(a * b for a, b in self.linears().values()) + 2 * self.hidden
+        attention = sum(a * b for a, b in self.attention_linears().values()) + 2 * self.hidden
+        if self.moe:  # gate/up/down of every expert, plus the router
+            return attention + self.experts * 3 * self.hidden * self.intermediate + self.hidden * self.experts
+        return attention + 3 * self.hidden * self.intermediate
+
+    @property
+    def active_params(self) -> int:
+        """Parameters one token's forward uses (all of them for a dense model)."""
+        if not self.moe:
+            return self.params
+        idle = self.layers * (self.experts - self.experts_per_token) * 3 * self.hidden * self.intermediate
+        return self.params - idle
 
     @property
     def embed_params(self) -> int:
@@ -197,7 +235,7 @@ def estimate(m: ModelShape, w: Workload, micro: int, checkpointing: bool, layers
 
 def _block_activation_bytes(m: ModelShape, w: Workload) -> float:
     """Bytes autograd keeps per token for one block (bf16 unless said), SDPA/flash attention."""
-    d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.intermediate
+    d, kv, i = m.hidden, m.kv_heads * m.head_dim, m.active_intermediate
     q = m.heads * m.head_dim
     if _liger(w):  # norm in/out x2, roped q, k, v, attention output, gate, up, product; LoRA's r-dim outputs
         lora = 2 * w.lora_rank * len(m.linears()) if w.adapter else 0

@@ -5,11 +5,15 @@ Binaries come from $FINETUNE_K8S_BIN if set, else from scripts/install-cluster-t
 a cold build takes many minutes, so CI should run that script as its own step first).
 Every test under tests/cluster gets the `cluster` marker.
 Set FINETUNE_KEEP_CLUSTER=1 to keep the temp dir (certs, kubeconfig, logs/) after the session.
+
+`real_node` adds a real node (kubelet + containerd + runc, node.py) that runs pods from the project's images,
+built by scripts/build-images.sh; `trainer_on_node` also builds the trainer image and loads it there.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -24,6 +28,8 @@ if str(HERE) not in sys.path:  # works whatever --import-mode is
     sys.path.insert(0, str(HERE))
 
 from controlplane import GPU_NODE, ControlPlane  # noqa: E402
+from node import RealNode  # noqa: E402
+from support import images  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -35,6 +41,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if HERE in Path(str(item.path)).resolve().parents:
             item.add_marker(pytest.mark.cluster)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    # A CI timeout or `kill` sends SIGTERM, which would end pytest without tearing fixtures down; as an interrupt
+    # it does, so the real node gives back its bridge, cgroups and kernel tunables (node.py; and if even this is
+    # missed, e.g. SIGKILL, the next session's node sweeps them).
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def cluster_bin_dir() -> Path:
@@ -75,3 +92,28 @@ def namespace(control_plane: ControlPlane):
     name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}", labels=RESTRICTED)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: ControlPlane):
+    """A kubelet node (`real_node.name`) running pods for real; the operator image is loaded (python, no torch).
+
+    Pods get there with `node.pod_placement(real_node.name)` (its taint keeps every other pod off it).
+    """
+    built = images.build("operator")
+    cache = Path(os.environ.get("FINETUNE_CACHE") or Path.home() / ".cache" / "finetune-operator")
+    node = RealNode(control_plane, cluster_bin_dir(), control_plane.workdir / "real-node",
+                    base_image=images.base_image(), store_flags=images.store_flags(), cache_dir=cache / "node")
+    node.start([built["operator"].ref])
+    try:
+        yield node
+    finally:
+        node.stop(remove=os.environ.get("FINETUNE_KEEP_CLUSTER") != "1")
+
+
+@pytest.fixture(scope="session")
+def trainer_on_node(real_node: RealNode) -> str:
+    """The trainer image, built (cached) and loaded into the real node; its reference."""
+    ref = images.build("trainer")["trainer"].ref
+    real_node.load_images([ref])
+    return ref

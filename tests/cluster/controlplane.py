@@ -397,6 +397,7 @@ current-context: test
             "--service-cluster-ip-range=10.0.0.0/24",  # ClusterIP bookkeeping only; nothing routes there
             "--authorization-mode=Node,RBAC", "--allow-privileged=true",
             "--endpoint-reconciler-type=none",  # a loopback address is not a valid Endpoints address
+            "--kubelet-preferred-address-types=InternalIP",  # a real node's name does not resolve (kubectl logs)
             "--profiling=false",
             f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.logs / 'audit.log'}",
             "--audit-log-format=json", "--audit-log-mode=batch", "--audit-log-batch-max-wait=1s",

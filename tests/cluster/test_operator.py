@@ -7,11 +7,17 @@ get a node of their own (`add_gpu_node`), so they do not compete with each other
 
 from __future__ import annotations
 
+import hashlib
+import os
 import json
+import shutil
+from pathlib import Path
 
 import pytest
 import yaml
 from controlplane import ControlPlane, wait_for
+from finetune_operator.workload import TRAINER_UID
+from node import pod_placement
 from pod_behaviour import fails, finishes, runs_long
 from scenario import (CRD, REPO, apply, children, condition, events, ftj, get_ftj, install_crd, running_operator,
                       wait_phase)
@@ -120,6 +126,121 @@ def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namesp
     assert c["reason"] == "DataError" and "train.jsonl:3" in c["message"], c
     job = children(cp, namespace, "bad")["jobs"][0]
     assert len(children(cp, namespace, "bad")["pods"]) == 1  # exit code 2: no retries
+    assert any(jc["type"] == "Failed" for jc in job["status"]["conditions"])
+    warnings = [e for e in events(cp, "bad", namespace) if e["type"] == "Warning"]
+    assert any("DataError" in e["message"] for e in warnings), warnings
+
+
+def host_volume(cp: ControlPlane, namespace: str, claim: str, path: Path, read_only: bool = False) -> str:
+    """A PersistentVolumeClaim bound to a folder of this machine (a hostPath PersistentVolume reserved for it),
+    as a cluster admin provisions static volumes; pods on the real node see the folder itself."""
+    mode = "ReadOnlyMany" if read_only else "ReadWriteOnce"
+    pv = f"{namespace}-{claim}"
+    cp.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": [mode], "storageClassName": "",
+                       "hostPath": {"path": str(path), "type": "Directory"},
+                       "claimRef": {"namespace": namespace, "name": claim}}})
+    cp.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
+              "spec": {"accessModes": [mode], "storageClassName": "", "volumeName": pv,
+                       "resources": {"requests": {"storage": "1Gi"}}}})
+    return claim
+
+
+def quickstart_on_node(name: str, namespace: str, node: str, image: str, **training) -> dict:
+    """examples/quickstart/job.yaml as a FineTuneJob for the real node: model and data from the `inputs` claim,
+    output to the `output` claim, CPU only, the trainer image given."""
+    doc = yaml.safe_load((REPO / "examples" / "quickstart" / "job.yaml").read_text())
+    spec = doc["spec"]
+    spec["model"] = {"path": "model", "volume": {"claimName": "inputs"}}
+    spec["dataset"] |= {"paths": ["data/train.jsonl"], "validationPaths": ["data/validation.jsonl"],
+                        "volume": {"claimName": "inputs"}}
+    spec["output"] |= {"path": "run", "volume": {"claimName": "output"}}
+    spec["training"] |= training
+    spec |= {"image": image, "distributed": {"gpusPerNode": 0},
+             "resources": {"cpu": "1", "memory": "4Gi", "sharedMemory": "256Mi"},
+             "scheduling": pod_placement(node)}
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    return doc
+
+
+def quickstart_volumes(cp: ControlPlane, namespace: str, tmp: Path, model: Path, bad_line: int | None = None) -> Path:
+    """The claims `inputs` (the model and the quickstart's data; line `bad_line` of train.jsonl broken if given)
+    and `output` (empty, writable by the trainer's uid), on folders under `tmp`; the output folder."""
+    inputs, out = tmp / "inputs", tmp / "output"
+    shutil.copytree(model, inputs / "model")
+    shutil.copytree(REPO / "examples" / "quickstart" / "data", inputs / "data")
+    if bad_line is not None:
+        train = inputs / "data" / "train.jsonl"
+        rows = train.read_text().splitlines()
+        rows[bad_line - 1] = '{"conversation": []}'
+        train.write_text("\n".join(rows) + "\n")
+    for p in [inputs, *inputs.rglob("*")]:  # readable by the trainer's uid, as a shared volume would be
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    out.mkdir()
+    os.chown(out, TRAINER_UID, TRAINER_UID)  # a fresh volume the trainer (uid 1000) may write
+    host_volume(cp, namespace, "inputs", inputs, read_only=True)
+    host_volume(cp, namespace, "output", out)
+    return out
+
+
+@pytest.mark.trainer_image
+def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
+        cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
+    out = quickstart_volumes(cp, namespace, tmp_path, quickstart_model)
+    job = quickstart_on_node("ok", namespace, real_node.name, trainer_on_node,
+                             maxSteps=40, evalEverySteps=20, logEverySteps=10)
+    job["spec"]["output"] |= {"saveEverySteps": 20}
+    assert apply(cp, job).returncode == 0
+
+    seen = []  # status.progress as the operator scraped it from the live trainer
+
+    def succeeded():
+        obj = get_ftj(cp, "ok", namespace) or {}
+        st = obj.get("status") or {}
+        if st.get("phase") == "Running" and (st.get("progress") or {}).get("step"):
+            seen.append(st["progress"])
+        return obj if st.get("phase") in ("Succeeded", "Failed") else None
+
+    obj = wait_for(succeeded, 600, "FineTuneJob ok to finish training", interval=0.5)
+    st = obj["status"]
+    pods = children(cp, namespace, "ok")["pods"]
+    logs = cp.kubectl("logs", pods[0]["metadata"]["name"], "-n", namespace)
+    assert st["phase"] == "Succeeded", (json.dumps(st, indent=1), logs.stdout[-3000:])
+    assert condition(obj, "Succeeded")["status"] == "True"
+    assert condition(obj, "Running")["reason"] == "Completed"
+    assert st["observedGeneration"] == obj["metadata"]["generation"] and st["startTime"] and st["completionTime"]
+    reasons = [e["reason"] for e in events(cp, "ok", namespace)]
+    assert "Succeeded" in reasons, reasons
+    assert [p["spec"]["nodeName"] for p in pods] == [real_node.name]
+
+    # the result comes from the trainer's termination message and names what is on the volume
+    run = out / "run"
+    r = st["result"]
+    assert r["outputPath"] == "/mnt/output/run" and r["steps"] == 40
+    assert r["manifestSha256"] == hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()
+    manifest = json.loads((run / "manifest.json").read_text())
+    adapter = run / "adapter_model.safetensors"
+    assert manifest["files"]["adapter_model.safetensors"]["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
+    assert r["finalLoss"] == pytest.approx(manifest["metrics"]["final_loss"])
+    # what the user watched: live progress in `kubectl get ftj`, the trainer's lines in `kubectl logs`
+    assert seen and all(p["totalSteps"] == 40 for p in seen), seen
+    assert logs.returncode == 0 and "step 40/40 loss" in logs.stdout, logs.stdout[-2000:]
+    res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")
+    assert "Succeeded" in res.stdout and "100%" in res.stdout
+
+
+@pytest.mark.trainer_image
+def test_bad_data_fails_the_job_with_the_file_and_line_and_no_retry(
+        cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
+    quickstart_volumes(cp, namespace, tmp_path, quickstart_model, bad_line=3)
+    assert apply(cp, quickstart_on_node("bad", namespace, real_node.name, trainer_on_node, maxSteps=5)).returncode == 0
+    obj = wait_phase(cp, "bad", namespace, "Failed", timeout=300)
+    c = condition(obj, "Failed")
+    assert c["reason"] == "DataError" and "train.jsonl:3" in c["message"], c
+    job = children(cp, namespace, "bad")["jobs"][0]
+    pods = children(cp, namespace, "bad")["pods"]
+    assert len(pods) == 1, [p["metadata"]["name"] for p in pods]  # exit code 2: no retries
+    assert pods[0]["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 2
     assert any(jc["type"] == "Failed" for jc in job["status"]["conditions"])
     warnings = [e for e in events(cp, "bad", namespace) if e["type"] == "Warning"]
     assert any("DataError" in e["message"] for e in warnings), warnings

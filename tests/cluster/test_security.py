@@ -137,7 +137,8 @@ def test_the_operator_uses_every_verb_its_role_grants_and_never_leaks_the_token(
         used, denied = _used(cp)
         assert not denied, [(e["verb"], e["objectRef"]) for e in denied]
         assert used <= granted, f"used but not granted: {sorted(used - granted)}"
-        assert granted <= used, f"granted but never used (remove from the chart): {sorted(granted - used)}"
+        kueue_only = {g for g in granted if g[0] == "kueue.x-k8s.io"}  # used with Kueue only: tests/cluster/test_kueue.py
+        assert granted - kueue_only <= used, f"granted but never used (remove from the chart): {sorted(granted - used)}"
 
         # the token: only in its Secret - not in any other object, event, status, or the operator's log
         dump = cp.kubectl("get", "ftj,jobs,pods,configmaps,services,serviceaccounts,pvc,events", "-n", namespace,

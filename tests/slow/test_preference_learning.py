@@ -22,21 +22,23 @@ def pref_model(tmp_path_factory):
                              layers=2, hidden=64, heads=4)
 
 
-def train(tmp: Path, model: Path, objective: str, method: dict, lr: float, beta: float) -> dict:
+def train(tmp: Path, model: Path, objective: str, method: dict, lr: float, beta: float, steps: int = 40) -> dict:
     doc = yaml.safe_load((PREF / f"{objective}.yaml").read_text())
     s = doc["spec"]
     s["model"]["path"] = str(model)
     s["dataset"] |= {"paths": [str(PREF / "data/train.jsonl")], "validationPaths": [str(PREF / "data/validation.jsonl")]}
     s["method"] = method
     s["objective"]["beta"] = beta
-    s["training"] |= {"maxSteps": 40, "learningRate": lr, "evalEverySteps": None}
+    s["training"] |= {"maxSteps": steps, "learningRate": lr, "evalEverySteps": None}
     s["output"]["path"] = str(tmp / "out")
     return run(plan_local(load_job_text(yaml.safe_dump(doc)), tmp / "job.yaml", gpus_visible=0))
 
 
 def test_dpo_lora_learns_to_prefer_right_answers_on_held_out_pairs(pref_model, tmp_path):
+    # 60 steps: at 40 the held-out accuracy of this tiny model still depends on the adapters' random start
+    # (0.63-0.87 over seeds 42, 1, 2); at 60 it is 0.73-0.80
     m = train(tmp_path, pref_model, "dpo", {"type": "lora", "lora": {"rank": 8, "alpha": 16, "dropout": 0.0}},
-              lr=5e-3, beta=0.5)
+              lr=5e-3, beta=0.5, steps=60)
     # before training the policy is the reference: every reward is 0, no pair is ranked right
     assert m["initial_eval_preference_accuracy"] == 0.0 and m["initial_eval_reward_margin"] == 0.0
     assert m["eval_preference_accuracy"] >= 0.7, m

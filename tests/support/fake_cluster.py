@@ -70,6 +70,10 @@ class FakeCluster:
     def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         self.calls.append(("delete_pod", name))
 
+    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+        self.calls.append(("workload_active", active))
+        return True
+
     def set_owner(self, kind: str, namespace: str, name: str, owner: dict) -> None:
         self.calls.append(("set_owner", kind, name, owner["uid"]))
 
@@ -91,10 +95,12 @@ class FakeCluster:
         return [c for c in self.calls if c[0] == kind]
 
 
-def make_ftj(name: str = "demo", status: Optional[dict] = None, rv: int = 10, **spec) -> dict:
+def make_ftj(name: str = "demo", status: Optional[dict] = None, rv: int = 10, labels: Optional[dict] = None,
+             **spec) -> dict:
     """A FineTuneJob as the watch delivers it (after the API server's defaulting)."""
     body = {"apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob",
-            "metadata": {"name": name, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": str(rv)},
+            "metadata": {"name": name, "namespace": NS, "uid": UID, "generation": 1, "resourceVersion": str(rv),
+                         "labels": labels or {}},
             "spec": {"model": {"path": "/opt/models/tiny"},
                      "dataset": {"paths": ["/opt/data/train.jsonl"], "format": "messages"},
                      "output": {"path": "/tmp/out"}} | spec,

@@ -183,6 +183,9 @@ for name, block, fld, frag in [
     ("timeout-short", "  distributed: {timeoutSeconds: 5}", "spec.distributed.timeoutSeconds",
      "greater than or equal to 10"),
     ("beta-zero", "  objective: {beta: 0}", "spec.objective.beta", "greater than 0"),
+    ("gate-loss-zero", "  serving:\n    gate: {maxEvalLoss: 0}", "spec.serving.gate.maxEvalLoss", "greater than 0"),
+    ("gate-match-above-one", "  serving:\n    gate: {minExactMatch: 1.5}", "spec.serving.gate.minExactMatch",
+     "less than or equal to 1"),
     ("beta-huge", "  objective: {beta: 20}", "spec.objective.beta", "less than or equal to 10"),
     ("fraction-zero", "  method:\n    type: spectrum\n    spectrum: {fraction: 0}", "spec.method.spectrum.fraction",
      "greater than 0"),
@@ -329,6 +332,13 @@ add("toleration-exists-value", G, "  scheduling:\n    tolerations:\n    - {key: 
     "spec.scheduling.tolerations[0].value", "must be empty when operator is Exists", server="cel")
 add("toleration-no-key", G, "  scheduling:\n    tolerations:\n    - {operator: Equal, value: x}  # <\n",
     "spec.scheduling.tolerations[0].key", "needs operator Exists", server="cel")
+add("gate-without-validation", G, "  serving:\n    gate: {maxEvalLoss: 1.5}  # <\n", "spec.serving.gate",
+    "judges the end-of-run evaluation on held-out data", server="cel")
+sub("gate-empty", G, "format: messages", "format: messages\n    validationSplit: 0.1\n  serving:\n    gate: {}  # <",
+    "spec.serving.gate", "sets no threshold", server="cel")
+sub("gate-match-on-dpo", G, "format: messages", "format: preference\n    validationSplit: 0.1\n  objective: {type: dpo}\n"
+    "  serving:\n    gate: {minExactMatch: 0.5}  # <", "spec.serving.gate.minExactMatch", "needs objective sft or cpt",
+    server="cel")
 add("toleration-seconds", G, "  scheduling:\n    tolerations:\n    - {key: k, operator: Exists, tolerationSeconds: 5}  # <\n",
     "spec.scheduling.tolerations[0].tolerationSeconds", "needs effect NoExecute", server="cel")
 

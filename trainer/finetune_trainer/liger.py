@@ -49,6 +49,17 @@ def apply_liger(model, fused_loss: bool = True) -> bool:
     return True
 
 
+def describe(model) -> str:
+    """What the kernels of `model` are, for the run's log: Liger on or off, the fused loss, fast LoRA layers."""
+    inner = getattr(model, "module", model)
+    base = inner.get_base_model() if hasattr(inner, "get_base_model") else inner
+    parts = [("Liger on" + (", fused loss" if fused_loss(model) else "")) if hasattr(base, _MARK) else "Liger off"]
+    fast = getattr(inner, "_finetune_fast_lora_layers", None)
+    if fast is not None:
+        parts.append(f"fast LoRA forward on {fast} layers")
+    return ", ".join(parts)
+
+
 def fused_loss(model) -> bool:
     """Whether `model` (possibly wrapped by DDP and peft) computes its training loss with Liger's FLCE.
 

@@ -308,7 +308,7 @@ def apply_method(model, cfg: TrainerConfig, *, rank: int = 0, world: int = 1, al
 
     model = get_peft_model(model, peft_cfg)
     _seed_adapters(model, spec.training.seed)
-    lora_forward.use_fast_lora_forward(model)  # adapters in the activations' dtype, add fused into the GEMM
+    model._finetune_fast_lora_layers = lora_forward.use_fast_lora_forward(model)  # adapter add fused into the GEMM
     return model, None
 
 

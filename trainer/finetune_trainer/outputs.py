@@ -132,6 +132,7 @@ def save_outputs(cfg: TrainerConfig, strat, model, tokenizer, summary: dict[str,
     from .checkpoint import ensure_space
     from .faults import maybe_fail
     from .modeling import resolve_dtype
+    from .serving import handoff
 
     out = Path(cfg.output_dir)
     spec = cfg.job.spec
@@ -172,7 +173,8 @@ def save_outputs(cfg: TrainerConfig, strat, model, tokenizer, summary: dict[str,
                                                                   if k not in ("output_path", "plot")}),
                        extra={"name": cfg.job.metadata.name, "method": spec.method.type,
                               "objective": spec.objective.type, "launch": cfg.plan.to_wire(),
-                              "fingerprint": fingerprint(spec), "shaping_fields": shaping_fields(spec)})
+                              "fingerprint": fingerprint(spec), "shaping_fields": shaping_fields(spec),
+                              "serving": handoff(cfg, summary)})
         summary["manifest_sha256"] = sha256_file(out / MANIFEST)
     barrier(d)
     return summary

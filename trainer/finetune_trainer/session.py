@@ -90,7 +90,7 @@ def open_session(cfg: TrainerConfig, d: Dist, preference: bool) -> Session:
     """
     import torch
 
-    from . import strategy
+    from . import liger, strategy
     from .flops import flops_per_token
     from .metrics import TrainerMetrics
     from .modeling import (apply_method, autocast_dtype, check_targets, enable_checkpointing, load_model,
@@ -133,7 +133,8 @@ def open_session(cfg: TrainerConfig, d: Dist, preference: bool) -> Session:
     s.log(f"model: {n_total:,} parameters, {s.n_trainable:,} trainable ({100 * s.n_trainable / n_total:.2f}%); "
           f"batch: micro {plan.micro_batch} x accumulation {plan.gradient_accumulation} x {d.world} process(es) = "
           f"{plan.global_batch} per step; {s.total_steps} steps ({s.steps_per_epoch} per epoch); strategy "
-          f"{cfg.strategy}{f', activation checkpointing ({n_ckpt} blocks)' if n_ckpt else ''}")
+          f"{cfg.strategy}{f', activation checkpointing ({n_ckpt} blocks)' if n_ckpt else ''}"
+          + (f"; kernels: {liger.describe(model)}" if cfg.device == "cuda" else ""))
     s.fpt = flops_per_token(model, spec.method.type, spec.dataset.max_length // 2)
     s.amp = autocast_dtype(cfg)
     s.strat = strategy.wrap(model, cfg, d, compute_dtype=s.amp)

@@ -85,7 +85,8 @@ def report_result(summary: dict) -> None:
     if not run_dir or rank() != 0:
         return
     msg = TerminationMessage(outcome="Succeeded", steps=summary.get("steps"), final_loss=summary.get("final_loss"),
-                             final_eval_loss=summary.get("final_eval_loss"), output_path=summary.get("output_path"),
+                             final_eval_loss=summary.get("final_eval_loss"),
+                             eval_exact_match=summary.get("eval_exact_match"), output_path=summary.get("output_path"),
                              manifest_sha256=summary.get("manifest_sha256"))
     (Path(run_dir) / "result.json").write_text(msg.to_text(), encoding="utf-8")
 

@@ -8,7 +8,8 @@ import yaml
 from finetune_api import FineTuneJob, load_job, load_job_text
 
 REPO = Path(__file__).resolve().parents[3]
-EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml"))
+# every FineTuneJob we ship (examples/kueue/queues.yaml holds Kueue's objects: tests/cluster/test_kueue.py)
+EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "kind: FineTuneJob" in p.read_text())
 
 MINIMAL = """
 apiVersion: finetune.io/v1alpha1

@@ -55,3 +55,13 @@ def test_validate_without_the_slow_parts_does_not_import_torch(tmp_path):
             "assert rc == 0, rc; assert 'torch' not in sys.modules, 'validate imported torch'" % str(job))
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def test_only_the_cluster_commands_import_the_kubernetes_client():
+    code = ("import sys; from finetune_cli.main import main; main(['explain', 'spec.method']); "
+            "assert 'kubernetes' not in sys.modules, 'explain imported kubernetes'")
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+    trainer = REPO / "trainer" / "finetune_trainer"
+    importers = [p for p in trainer.rglob("*.py") if "import kubernetes" in p.read_text()
+                 or "from kubernetes" in p.read_text()]
+    assert importers == []

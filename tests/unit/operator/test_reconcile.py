@@ -85,8 +85,12 @@ CASES = {
         world(make_ftj(status=RUNNING, suspend=True), make_job(), [make_pod()]), "Running",
         writes=[("suspend", "demo", True)]),
     "a Kueue-queued Job is left for Kueue to resume": Case(
-        world(make_ftj(), make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})), "Pending",
-        {"Suspended": ("True", "Queued")}, events=[("Normal", "Pending")]),
+        world(make_ftj(labels={names.QUEUE_LABEL: "q"}), make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})),
+        "Pending", {"Suspended": ("True", "Queued")}, events=[("Normal", "Pending")]),
+    "suspending a queued job deactivates its Kueue Workload, not the Job (Kueue would undo that)": Case(
+        world(make_ftj(status=RUNNING, labels={names.QUEUE_LABEL: "q"}, suspend=True),
+              make_job(labels={names.QUEUE_LABEL: "q"}), [make_pod()]),
+        "Running", writes=[("workload_active", False)]),
     "pod finished before the Job says Complete: Succeeded, not Pending": Case(
         world(make_ftj(status=RUNNING), make_job(), [make_pod(phase="Succeeded", term={"exitCode": 0})]),
         "Succeeded", events=[("Normal", "Succeeded")]),
@@ -149,7 +153,7 @@ def test_reconciler(name):
     conds = {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []}
     assert {t: conds.get(t) for t in case.conditions} == case.conditions, json.dumps(status, indent=1)
     assert [c[1] for c in cluster.writes("create")] == case.creates
-    others = [c for c in cluster.calls if c[0] in ("suspend", "delete_pod", "set_owner")]
+    others = [c for c in cluster.calls if c[0] in ("suspend", "delete_pod", "set_owner", "workload_active")]
     assert others == case.writes
     assert [(e["type"], e["reason"]) for e in cluster.events.values()] == case.events
     assert case.message in (status.get("message") or ""), status.get("message")

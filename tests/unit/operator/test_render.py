@@ -114,6 +114,19 @@ def test_gpu_requests_follow_gpus_per_node(gpus, expect):
     assert trainer(children)["command"] == ["finetune-train", "--config", "/etc/finetune/config.json"]
 
 
+def test_one_claim_for_model_data_and_output_is_one_pod_volume_with_three_mounts():
+    # a kubelet never starts a pod naming one claim in two volumes (kubernetes/kubernetes#51853): seen for real
+    job = make(model={"path": "model", "volume": {"claimName": "work"}},
+               dataset={"paths": ["data/train.jsonl"], "format": "messages", "volume": {"claimName": "work"}},
+               output={"path": "run", "volume": {"claimName": "work"}})
+    children = render_children(job, uid=UID, image="i")
+    claims = [v for v in pod_spec(children)["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == [{"name": "model", "persistentVolumeClaim": {"claimName": "work"}}]
+    mounts = {m["mountPath"]: m for m in trainer(children)["volumeMounts"] if m["name"] == "model"}
+    assert mounts["/mnt/model"]["readOnly"] is True and mounts["/mnt/data"]["readOnly"] is True
+    assert "readOnly" not in mounts["/mnt/output"]
+
+
 def test_custom_gpu_resource_name_and_shm_size():
     children = render_children(make(resources={"gpuResourceName": "amd.com/gpu", "sharedMemory": "8Gi"}),
                                uid=UID, image="i")

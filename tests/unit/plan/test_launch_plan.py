@@ -23,6 +23,7 @@ from finetune_plan.memory import GiB
 from finetune_trainer import launcher, liger, local_run, modeling
 
 REPO = Path(__file__).resolve().parents[3]
+# every FineTuneJob we ship (examples/kueue/queues.yaml holds Kueue's objects: tests/cluster/test_kueue.py)
 EXAMPLES = sorted(p for p in (REPO / "examples").rglob("*.yaml") if "kind: FineTuneJob" in p.read_text())
 H200 = 141 * GiB
 MODEL_OF_PATH = {"Mistral-7B-v0.3": "mistralai/mistral-7b-v0.3", "Qwen2.5-7B-Instruct": "qwen/qwen2.5-7b"}
