@@ -12,7 +12,7 @@ LOCKHASH := $(shell sha256sum requirements/lock.txt | cut -c1-12)
 VENV := $(CACHE)/venv-$(PYVER)-$(LOCKHASH)
 QS_MODEL := examples/quickstart/.model
 
-.PHONY: venv quickstart preference test test-fast test-images images crd plan-doc errors-doc clean-quickstart
+.PHONY: venv quickstart preference test test-fast test-images images crd charts plan-doc errors-doc clean-quickstart
 
 # .venv is this clone's own small venv layered on the cached one (scripts/clone_venv.py): its `finetune` runs this
 # clone's code, whichever clone used the cache last. Nothing is installed into the shared venv.
@@ -70,6 +70,11 @@ test-images: venv images
 crd: venv
 	.venv/bin/python -m finetune_api.crd
 	.venv/bin/python -m finetune_api.docs
+
+# The chart's generated monitoring files (Grafana dashboard, alert rules): a build step with dev-only tools
+# (grafana-foundation-sdk), kept out of the operator package; tests fail when the checked-in files are stale.
+charts: venv
+	PYTHONPATH=monitoring .venv/bin/python -m finetune_monitoring.dashboard
 
 # docs/node-plans.md: what fits on 2xH200, from the planner (a test fails when it is stale)
 plan-doc: venv

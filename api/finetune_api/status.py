@@ -12,7 +12,7 @@ from pydantic import Field
 
 from .base import SpecModel
 
-Phase = Literal["Pending", "Running", "Succeeded", "Failed", "Suspended"]
+Phase = Literal["Pending", "Running", "Restarting", "Succeeded", "Failed", "Suspended"]
 PHASES: tuple[str, ...] = Phase.__args__  # type: ignore[attr-defined]
 
 
@@ -54,11 +54,16 @@ class Result(SpecModel):
 class FineTuneJobStatus(SpecModel):
     """Observed state of a FineTuneJob."""
 
-    phase: Optional[Phase] = Field(None, description="Pending, Running, Succeeded, Failed or Suspended.")
+    phase: Optional[Phase] = Field(
+        None, description="Pending, Running, Restarting (a trainer pod failed or was stopped; its replacement "
+        "resumes from the newest checkpoint), Succeeded, Failed or Suspended.")
     conditions: list[Condition] = Field(default_factory=list, max_length=32, description="Detailed state.")
     observed_generation: Optional[int] = Field(None, ge=0, description="Generation last reconciled.")
     start_time: Optional[str] = Field(None, description="When the trainer pods were first created (RFC 3339).")
     completion_time: Optional[str] = Field(None, description="When the job succeeded or failed (RFC 3339).")
+    restarts: Optional[int] = Field(
+        None, ge=0, description="Times the trainer pods were started again after a failure, a preemption or a "
+        "lost node; each restart resumes from the newest checkpoint.")
     progress: Optional[Progress] = Field(None, description="Training progress.")
     result: Optional[Result] = Field(None, description="Output of a finished run.")
     message: Optional[str] = Field(None, max_length=32768, description="Latest human-readable summary.")

@@ -18,11 +18,12 @@ class TrainingSpec(SpecModel):
 
     epochs: Optional[float] = Field(
         None, gt=0, le=1000,
-        description="Passes over the training data. Default 1 when `maxSteps` is unset. At most one of "
-        "`epochs` and `maxSteps`.",
+        description="Passes over the training data. Set `epochs` or `maxSteps`, not both; when neither is "
+        "set, one epoch.",
     )
     max_steps: Optional[int] = Field(
-        None, ge=1, le=10_000_000, description="Optimizer steps to run, overriding `epochs`."
+        None, ge=1, le=10_000_000,
+        description="Optimizer steps to run. Set `epochs` or `maxSteps`, not both; when neither is set, one epoch."
     )
     learning_rate: float = Field(2e-4, gt=0, le=1, description="Peak learning rate of AdamW.")
     weight_decay: float = Field(0.0, ge=0, le=1, description="AdamW decoupled weight decay.")

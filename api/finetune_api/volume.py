@@ -6,7 +6,7 @@ through `secretKeyRef`, and no ConfigMap, status, event or log line ever carries
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import Field
 
@@ -26,7 +26,7 @@ class VolumeSource(SpecModel):
 
 
 class NewVolume(SpecModel):
-    """A PersistentVolumeClaim the operator creates for the output (owned by the FineTuneJob)."""
+    """A PersistentVolumeClaim the operator creates for the output; kept when the FineTuneJob is deleted, by default."""
 
     size: Optional[str] = Field(
         None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|K|M|G|T|P)?$",
@@ -36,6 +36,13 @@ class NewVolume(SpecModel):
     )
     storage_class_name: Optional[str] = Field(
         None, max_length=253, pattern=_DNS_LABEL, description="StorageClass of the new claim; the cluster default when unset."
+    )
+    when_deleted: Literal["Retain", "Delete"] = Field(
+        "Retain",
+        description="What happens to the claim (and the trained weights on it) when the FineTuneJob is deleted, "
+        "like a StatefulSet's persistentVolumeClaimRetentionPolicy: `Retain` keeps it (a new FineTuneJob of the "
+        "same name reuses it and resumes from its checkpoints; `kubectl delete pvc` frees it), `Delete` lets "
+        "Kubernetes delete it with the job.",
     )
 
 
@@ -47,7 +54,7 @@ class OutputVolume(SpecModel):
         description="An existing PersistentVolumeClaim to write into. Exactly one of `claimName` and `create`.",
     )
     create: Optional[NewVolume] = Field(
-        None, description="Have the operator create a claim for this job (deleted with the job)."
+        None, description="Have the operator create a claim for this job (kept after the job by default)."
     )
 
 

@@ -1,8 +1,11 @@
-"""The one module that talks to the Kubernetes API (the official `kubernetes` client).
+"""The one module that writes to the Kubernetes API (the official `kubernetes` client); reads come from kopf's indexes.
 
-Why a thin wrapper: handlers and the reconciler speak in manifests and dicts (exactly what `render` returns
-and what `kubectl get -o json` shows), not in the client's generated model classes; reads therefore skip the
-client's deserialisation. Everything that can fail on the network fails here, as `ApiException`.
+Why a thin wrapper: handlers and the reconciler speak in manifests and dicts (exactly what `render` returns and what
+`kubectl get -o json` shows), not in the client's generated model classes. Everything that can fail on the network
+fails here, as `ApiException`. The operator never GETs or LISTs per event: what it knows of the cluster is what its
+watches delivered (handlers.py); the one read here resolves a name conflict that the watches have not explained.
+Every write here is one the chart's ClusterRole grants, and tests/cluster/test_security.py fails on a verb granted
+but never used.
 """
 
 from __future__ import annotations
@@ -16,7 +19,6 @@ from kubernetes.client import ApiClient, ApiException, BatchV1Api, CoreV1Api, Cu
 
 from finetune_api.job import GROUP, PLURAL, VERSION
 
-from . import names
 from .status import Event
 
 REPORTING_COMPONENT = "finetune-operator"
@@ -44,7 +46,7 @@ def _json(resp) -> dict:
 
 
 class Cluster:
-    """Reads and writes of FineTuneJobs and their children."""
+    """Writes of FineTuneJob status and Events, and of the children."""
 
     def __init__(self, client: Optional[ApiClient] = None):
         client = client or api_client()
@@ -64,27 +66,19 @@ class Cluster:
             "Job": self.batch.read_namespaced_job,
         }
 
-    def create_if_absent(self, manifest: dict) -> bool:
-        """Create `manifest` unless an object of that name exists; True if it was created.
+    def create(self, manifest: dict) -> bool:
+        """Create `manifest`; False when an object of that name exists already (409).
 
         Raises:
-            ChildConflict: the existing object is not owned by the same FineTuneJob (uid).
             ApiException: any other API error.
         """
-        kind, meta = manifest["kind"], manifest["metadata"]
         try:
-            self._create[kind](meta["namespace"], manifest)
+            self._create[manifest["kind"]](manifest["metadata"]["namespace"], manifest, _preload_content=False)
             return True
         except ApiException as e:
             if e.status != 409:
                 raise
-        existing = self.read(kind, meta["namespace"], meta["name"]) or {}
-        want = {r["uid"] for r in meta.get("ownerReferences", [])}
-        have = {r.get("uid") for r in (existing.get("metadata") or {}).get("ownerReferences") or []}
-        if want and not want & have:
-            raise ChildConflict(f"{kind} {meta['namespace']}/{meta['name']} already exists and is not owned by "
-                                f"this FineTuneJob; delete or rename it")
-        return False
+            return False
 
     def read(self, kind: str, namespace: str, name: str) -> Optional[dict]:
         """One child as a dict, or None when absent."""
@@ -95,36 +89,26 @@ class Cluster:
                 return None
             raise
 
-    def get_ftj(self, namespace: str, name: str) -> Optional[dict]:
-        """The FineTuneJob, or None when it is gone."""
-        try:
-            return _json(self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                                  _preload_content=False))
-        except ApiException as e:
-            if e.status == 404:
-                return None
-            raise
-
-    def list_ftjs(self) -> list[dict]:
-        """Every FineTuneJob the operator may see."""
-        return _json(self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False))["items"]
-
-    def list_pods(self, namespace: str, ftj_name: str) -> list[dict]:
-        """The trainer pods of one FineTuneJob (by label)."""
-        sel = f"{names.JOB_NAME_LABEL}={ftj_name}"
-        return _json(self.core.list_namespaced_pod(namespace, label_selector=sel, _preload_content=False))["items"]
-
     def set_job_suspend(self, namespace: str, job: str, suspend: bool) -> None:
         """Suspend (the Job controller deletes the pods) or resume the trainer Job; absent Jobs are ignored."""
         try:
-            self.batch.patch_namespaced_job(job, namespace, {"spec": {"suspend": suspend}})
+            self.batch.patch_namespaced_job(job, namespace, {"spec": {"suspend": suspend}}, _preload_content=False)
         except ApiException as e:
             if e.status != 404:
                 raise
 
+    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
+        """Stop one trainer pod (SIGTERM, then its grace period); gone or replaced already is fine."""
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body={"preconditions": {"uid": uid}},
+                                            _preload_content=False)
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
     def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
         """Activate or deactivate the Kueue Workload of the Job `job_uid`; False when Kueue has made none (yet)."""
-        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, workload_selector
+        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, active_patch, workload_selector
 
         try:
             items = _json(self.custom.list_namespaced_custom_object(
@@ -136,25 +120,51 @@ class Cluster:
             raise
         for wl in items:
             self.custom.patch_namespaced_custom_object(WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL,
-                                                       wl["metadata"]["name"], {"spec": {"active": active}})
+                                                       wl["metadata"]["name"], active_patch(not active),
+                                                       _preload_content=False)
         return bool(items)
 
-    def patch_status(self, namespace: str, name: str, status: dict) -> None:
-        """Merge-patch the status subresource (None values delete keys)."""
-        self.custom.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, PLURAL, name,
-                                                          {"status": status})
+    def set_owner(self, kind: str, namespace: str, name: str, owner: dict) -> None:
+        """Make the FineTuneJob `owner` the controller of an existing child (an output claim kept from an earlier
+        job of the same name, now to be deleted with this one)."""
+        if kind != "PersistentVolumeClaim":
+            raise ValueError(f"the operator adopts only output claims, not a {kind}")
+        self.core.patch_namespaced_persistent_volume_claim(name, namespace, {"metadata": {"ownerReferences": [owner]}},
+                                                           _preload_content=False)
 
-    def post_event(self, ftj: dict, event: Event, now: str) -> None:
-        """A core/v1 Event on the FineTuneJob (what `kubectl describe ftj` and `kubectl get events` show)."""
+    def patch_status(self, namespace: str, name: str, patch: dict) -> Optional[dict]:
+        """Merge-patch the status subresource (None values delete keys); the FineTuneJob as written, or None when
+        it is gone."""
+        try:
+            return _json(self.custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False))
+        except ApiException as e:
+            if e.status == 404:
+                return None
+            raise
+
+    def post_event(self, ftj: dict, event: Event, name: str, now: str) -> bool:
+        """A core/v1 Event on the FineTuneJob (what `kubectl describe ftj` shows), named `name`: posting the same
+        transition twice (an operator restart between the Event and the status write) finds it and posts nothing.
+
+        Returns:
+            False when an Event of that name exists already.
+        """
         meta = ftj["metadata"]
         body = {
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {"apiVersion": ftj["apiVersion"], "kind": ftj["kind"], "name": meta["name"],
-                               "namespace": meta["namespace"], "uid": meta["uid"],
-                               "resourceVersion": meta.get("resourceVersion")},
+            "metadata": {"name": name, "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": ftj.get("apiVersion", f"{GROUP}/{VERSION}"),
+                               "kind": ftj.get("kind", "FineTuneJob"), "name": meta["name"],
+                               "namespace": meta["namespace"], "uid": meta["uid"]},
             "type": event.type, "reason": event.reason, "message": event.message[:1024],
             "source": {"component": REPORTING_COMPONENT},
             "reportingComponent": REPORTING_COMPONENT, "reportingInstance": REPORTING_COMPONENT,
             "action": "Reconcile", "firstTimestamp": now, "lastTimestamp": now, "eventTime": None, "count": 1,
         }
-        self.core.create_namespaced_event(meta["namespace"], body)
+        try:
+            self.core.create_namespaced_event(meta["namespace"], body, _preload_content=False)
+            return True
+        except ApiException as e:
+            if e.status != 409:
+                raise
+            return False

@@ -1,35 +1,44 @@
-"""Reconciling one FineTuneJob: create its children if absent, then mirror what they do into its status.
+"""Reconciling one FineTuneJob: converge its children to the spec, then tell the truth about them in its status.
 
-Why separate from the kopf handlers: the handlers are thin entry points (create, resume, suspend, child
-events, periodic resync), and all of them end here, in two idempotent, level-triggered steps. Running either
-twice, or after an operator restart, changes nothing that exists. A per-job lock serialises the status writes
-of concurrent events, so each transition is posted as an Event exactly once by this process.
+Why one level-triggered function: whatever woke the operator (the FineTuneJob changed, a child or pod changed, the
+Job controller could not create pods, the periodic timer), `Reconciler.reconcile` looks at the whole world of the
+job as the watches last saw it (a `World`, built by handlers.py from kopf's indexes: no GET or LIST here) and
+makes it right: a missing child (deleted by someone) is created again, `spec.suspend` is mirrored onto the Job, the
+peers of a failed pod of a multi-node job are stopped so the group restarts together, and the status is derived
+afresh. Running it twice, or after an operator restart, changes nothing that is already right.
+
+Events are posted before the status that records them, under a name derived from the transition (the job, the
+status it left, the reason): after a crash between the two, the next reconcile derives the same transition, finds
+its Event and posts nothing, then writes the status. Nothing about "already posted" lives in process memory.
+A finished job (Succeeded or Failed) is final: its children are never recreated (a new Job would train again).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
-import threading
 import time
-from typing import Optional
+from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 from kubernetes.client import ApiException
 from pydantic import ValidationError
 
-from finetune_api.contract import METRICS_PORT
 from finetune_api.job import FineTuneJob
 from finetune_api.loading import SpecError, validate_job
-from finetune_api.status import FineTuneJobStatus
+from finetune_api.status import FineTuneJobStatus, Progress
 
 from . import kueue, names
 from .cluster import ChildConflict, Cluster
+from .diagnosis import refs_of
+from .failure_policy import pods_to_stop
 from .metrics import OperatorMetrics
-from .progress import fetch_progress, metrics_url
 from .render import render_children
-from .status import TERMINAL, Observation, derive_status, transitions
+from .status import TERMINAL, Event, Observation, derive_status, transitions
 
 log = logging.getLogger(__name__)
+Key = tuple[str, str]
 
 
 def utcnow() -> str:
@@ -50,159 +59,222 @@ def parse_body(body: dict) -> FineTuneJob:
     return validate_job(data, source=f"FineTuneJob {meta.get('namespace')}/{meta['name']}")
 
 
+@dataclass(frozen=True)
+class Child:
+    """A child the watches saw: its owners' uids and labels (enough to tell ours from a stranger's)."""
+
+    owners: frozenset = frozenset()
+    labels: dict = field(default_factory=dict)
+
+
+@dataclass
+class World:
+    """One FineTuneJob and everything of it the watches saw."""
+
+    ftj: dict
+    job: Optional[dict] = None
+    pods: list[dict] = field(default_factory=list)
+    children: dict[tuple[str, str], Child] = field(default_factory=dict)  # (kind, name) -> Child
+    failed_create: Optional[str] = None
+    progress: Optional[Progress] = None
+
+
+def merge_patch(old: dict, new: dict) -> dict:
+    """The JSON merge patch (RFC 7386) that turns `old` into `new`: removed keys become None, at every depth."""
+    patch: dict = {k: None for k in old if k not in new}
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(old.get(k), dict):
+            sub = merge_patch(old[k], v)
+            if sub:
+                patch[k] = sub
+        elif old.get(k) != v:
+            patch[k] = v
+    return patch
+
+
+def event_name(ftj: dict, previous: FineTuneJobStatus, event: Event, restarts: Optional[int]) -> str:
+    """The Event's name: the same for the same transition out of the same status, whoever derives it, whenever."""
+    since = max((c.last_transition_time or "" for c in previous.conditions), default="")
+    ident = "|".join([ftj["metadata"]["uid"], previous.phase or "", since, event.type, event.reason, str(restarts)])
+    return f"{ftj['metadata']['name']}.{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
+
+
+def _rv(obj: dict) -> int:
+    try:
+        return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
+    except ValueError:
+        return 0
+
+
+def _owned(obj: Optional[dict], uid: str) -> bool:
+    return obj is not None and uid in {r.get("uid") for r in (obj.get("metadata") or {}).get("ownerReferences") or []}
+
+
 class Reconciler:
-    """The operator's state: API access, metrics, per-job locks, and errors the status must show."""
+    """API writes, metrics, and the last status this process wrote per job (until the watch delivers it)."""
 
-    def __init__(self, cluster: Cluster, image: str, fetch_timeout: float = 1.0):
-        self.cluster = cluster
-        self.image = image
-        self.fetch_timeout = fetch_timeout
-        self.phases: dict[tuple[str, str], str] = {}
+    def __init__(self, cluster: Cluster, image: str, clock: Callable[[], str] = utcnow):
+        self.cluster, self.image, self.clock = cluster, image, clock
+        self.phases: dict[Key, str] = {}
         self.metrics = OperatorMetrics(lambda: list(self.phases.values()))
-        self._errors: dict[tuple[str, str], tuple[str, str, bool]] = {}
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._locks_guard = threading.Lock()
+        self._written: dict[Key, dict] = {}
 
-    def _lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._locks_guard:
-            return self._locks.setdefault(key, threading.Lock())
+    def forget(self, key: Key) -> None:
+        """The FineTuneJob is gone: drop what this process kept about it."""
+        self.phases.pop(key, None)
+        self._written.pop(key, None)
 
-    def ensure_children(self, body: dict) -> int:
-        """Create every child that is absent; returns how many were created.
-
-        Raises:
-            SpecError: the spec cannot run (permanent: recorded as phase Failed).
-            ChildConflict: a child's name is taken (permanent until the user frees it).
-            ApiException: the API refused or failed (transient: recorded as Reconciled=False, retried).
-        """
-        meta = body["metadata"]
-        key = (meta["namespace"], meta["name"])
-        started = time.perf_counter()
-        try:
-            job = parse_body(body)
-            created = sum(self.cluster.create_if_absent(m)
-                          for m in render_children(job, uid=meta["uid"], image=self.image))
-        except (SpecError, ValidationError) as e:
-            self._fail(key, "create", "InvalidSpec", str(e), permanent=True)
-            raise
-        except ChildConflict as e:
-            self._fail(key, "create", "ChildConflict", str(e), permanent=False)
-            raise
-        except ApiException as e:
-            self._fail(key, "create", "ReconcileError",
-                       f"creating the children failed: {e.status} {e.reason}: {(e.body or '')[:500]}", permanent=False)
-            raise
-        finally:
-            self.metrics.reconcile_seconds.labels("create").observe(time.perf_counter() - started)
-        self._errors.pop(key, None)
-        self.sync_status(*key)
-        return created
-
-    def _fail(self, key: tuple[str, str], action: str, reason: str, message: str, permanent: bool) -> None:
-        self.metrics.reconcile_errors.labels(action, reason).inc()
-        self._errors[key] = (reason, message, permanent)
-        try:
-            self.sync_status(*key)
-        except ApiException:  # the status write failed too: the handler's retry will try again
-            log.exception("could not record %s on FineTuneJob %s/%s", reason, *key)
-
-    def set_suspend(self, namespace: str, name: str, suspend: bool) -> None:
-        """Mirror `spec.suspend` onto the Job (the Job controller stops or recreates the pods), or, for a job
-        queued in Kueue, onto its Workload's `spec.active` (Kueue owns the Job's suspend: kueue.py)."""
-        ftj = self.cluster.get_ftj(namespace, name)
-        job = self.cluster.read("Job", namespace, names.job_name(name))
-        queued = ftj is not None and job is not None and kueue.queue_name(ftj["metadata"].get("labels"))
-        if not (queued and self.cluster.set_workload_active(namespace, job["metadata"]["uid"], not suspend)):
-            self.cluster.set_job_suspend(namespace, names.job_name(name), suspend)
-        self.sync_status(namespace, name)
-
-    def sync_status(self, namespace: str, name: str, fetch: bool = False) -> Optional[FineTuneJobStatus]:
-        """Observe the children, write the derived status if it changed, post an Event per transition.
-
-        Args:
-            fetch: also read progress from the rank-0 metrics endpoint (the periodic resync does).
+    def reconcile(self, world: World) -> Optional[FineTuneJobStatus]:
+        """Converge the children, then write the derived status and its Events if they changed.
 
         Returns:
-            The new status, or None when the FineTuneJob is gone.
+            The status now in effect (None when the FineTuneJob is gone).
+
+        Raises:
+            ApiException: the status could not be written (the caller retries on the next event or tick).
         """
-        key = (namespace, name)
         started = time.perf_counter()
         try:
-            with self._lock(key):
-                return self._sync(key, fetch)
-        except ApiException as e:
-            self.metrics.reconcile_errors.labels("status", f"Api{e.status}").inc()
-            raise
+            return self._reconcile(world)
         finally:
-            self.metrics.reconcile_seconds.labels("status").observe(time.perf_counter() - started)
+            self.metrics.reconcile_seconds.labels("reconcile").observe(time.perf_counter() - started)
 
-    def _sync(self, key: tuple[str, str], fetch: bool) -> Optional[FineTuneJobStatus]:
-        namespace, name = key
-        ftj = self.cluster.get_ftj(namespace, name)
-        if ftj is None:
-            self.phases.pop(key, None)
-            self._errors.pop(key, None)
-            return None
-        uid = ftj["metadata"]["uid"]
-        job = self.cluster.read("Job", namespace, names.job_name(name))
-        if job is not None and uid not in {r.get("uid") for r in job["metadata"].get("ownerReferences") or []}:
-            job = None  # someone else's Job of that name: ChildConflict is reported by ensure_children
-        pods = []
-        if job is not None:
-            job_uid = job["metadata"]["uid"]
-            pods = [p for p in self.cluster.list_pods(namespace, name)
-                    if job_uid in {r.get("uid") for r in p["metadata"].get("ownerReferences") or []}]
-        try:
-            previous = FineTuneJobStatus.model_validate(ftj.get("status") or {})
-        except ValidationError:
-            previous = FineTuneJobStatus()
-        progress = None
-        if fetch and previous.phase not in TERMINAL:
-            pod0 = next((p for p in pods if p["metadata"].get("annotations", {}).get(
-                "batch.kubernetes.io/job-completion-index") == "0" and metrics_url(p, METRICS_PORT)), None)
-            if pod0 is not None:
-                progress = fetch_progress(metrics_url(pod0, METRICS_PORT), self.fetch_timeout)
-        err = self._errors.get(key)
-        spec = ftj.get("spec") or {}
+    def _reconcile(self, world: World) -> Optional[FineTuneJobStatus]:
+        ftj = self._freshest(world.ftj)
+        meta, spec = ftj["metadata"], ftj.get("spec") or {}
+        key, uid = (meta["namespace"], meta["name"]), meta["uid"]
+        previous = self._status_of(ftj)
+        if meta.get("deletionTimestamp"):
+            return previous  # being deleted (foreground): its children go, none may come back
+        job = world.job if _owned(world.job, uid) else None
+        error, permanent = None, False
+        if previous.phase not in TERMINAL:
+            try:
+                created_job = self._converge(ftj, world, job, previous)
+                job = job or created_job  # created now: the status says so at once, not "creating" first
+            except (SpecError, ValidationError) as e:
+                error, permanent = ("InvalidSpec", str(e)), True
+            except ChildConflict as e:
+                error = ("ChildConflict", str(e))
+            except ApiException as e:
+                error = ("ReconcileError", f"creating the children failed: {e.status} {e.reason}: {(e.body or '')[:500]}")
+            if error:
+                self.metrics.reconcile_errors.labels("reconcile", error[0]).inc()
+        elif job is None:
+            self.phases[key] = previous.phase
+            return previous  # finished, and nothing left to read a late result from
+        nodes = int((spec.get("distributed") or {}).get("nodes", 1))
         obs = Observation(
-            generation=ftj["metadata"].get("generation", 1), suspend=bool(spec.get("suspend")),
-            nodes=int((spec.get("distributed") or {}).get("nodes", 1)), job=job, pods=pods, progress=progress,
-            error=(err[0], err[1]) if err else None, error_is_permanent=bool(err and err[2]),
-        )
-        now = utcnow()
+            generation=meta.get("generation", 1), suspend=bool(spec.get("suspend")), nodes=nodes, job=job,
+            pods=world.pods if job is not None else [], progress=world.progress, error=error,
+            error_is_permanent=permanent, failed_create=world.failed_create,
+            refs=refs_of(spec, meta["namespace"], names.output_pvc_name(meta["name"])))
+        now = self.clock()
         new = derive_status(obs, previous, now)
         self.phases[key] = new.phase or "Pending"
-        old_wire, new_wire = previous.to_wire(), new.to_wire()
-        if new_wire == old_wire:
-            return new
-        patch = {k: None for k in old_wire if k not in new_wire} | new_wire
-        self.cluster.patch_status(namespace, name, patch)
-        if new.phase != previous.phase and new.phase is not None:
-            self.metrics.transitions.labels(previous.phase or "None", new.phase).inc()
-        for event in transitions(previous, new):
-            self.metrics.events.labels(event.reason).inc()
-            try:
-                self.cluster.post_event(ftj, event, now)
-            except ApiException:
-                log.warning("could not post event %s on %s/%s", event.reason, namespace, name)
+        self._write(ftj, previous, new, now)
         return new
 
-    def resync_all(self) -> int:
-        """Sync every unfinished FineTuneJob (with progress); returns how many were synced.
+    def _freshest(self, ftj: dict) -> dict:
+        """The watched FineTuneJob, or with the status this process wrote if the watch has not delivered it yet
+        (a reconcile from a stale status would announce a transition twice)."""
+        key = (ftj["metadata"]["namespace"], ftj["metadata"]["name"])
+        written = self._written.get(key)
+        if written is None:
+            return ftj
+        if _rv(written) <= _rv(ftj) or written["metadata"].get("uid") != ftj["metadata"]["uid"]:
+            self._written.pop(key, None)
+            return ftj
+        return ftj | {"status": written.get("status") or {}}
 
-        The safety net of level-triggered reconciling: a missed watch event, or an error, is corrected here.
+    @staticmethod
+    def _status_of(ftj: dict) -> FineTuneJobStatus:
+        raw = ftj.get("status") or {}
+        if raw.get("observedGeneration") is None and not raw.get("conditions"):
+            return FineTuneJobStatus()  # never reconciled: what it shows is the CRD's default ("no operator yet")
+        try:
+            return FineTuneJobStatus.model_validate(raw)
+        except ValidationError:
+            return FineTuneJobStatus()
+
+    def _converge(self, ftj: dict, world: World, job: Optional[dict], previous: FineTuneJobStatus) -> Optional[dict]:
+        """Create missing children, adopt a kept output claim, mirror suspend, stop a failed group's peers.
+
+        Returns:
+            The Job manifest when this call created the Job, else None.
         """
-        count = 0
-        for ftj in self.cluster.list_ftjs():
-            meta = ftj["metadata"]
-            phase = (ftj.get("status") or {}).get("phase")
-            key = (meta["namespace"], meta["name"])
-            if phase in TERMINAL and key not in self._errors:
-                self.phases[key] = phase
-                continue
+        meta, spec = ftj["metadata"], ftj.get("spec") or {}
+        name, namespace, uid = meta["name"], meta["namespace"], meta["uid"]
+        out = ((spec.get("output") or {}).get("volume") or {}).get("create")
+        expected = [("ServiceAccount", names.service_account_name(name)), ("ConfigMap", names.configmap_name(name)),
+                    ("Service", names.service_name(name))]
+        expected += [("PersistentVolumeClaim", names.output_pvc_name(name))] if out else []
+        expected += [("Job", names.job_name(name))]
+        missing = []
+        for kind, child in expected:
+            seen = world.children.get((kind, child))
+            if seen is None:
+                missing.append((kind, child))
+            elif uid not in seen.owners and not self._kept_claim(kind, seen, name):
+                raise ChildConflict(f"{kind} {namespace}/{child} already exists and is not owned by this FineTuneJob; "
+                                    f"delete or rename it")
+        created_job = None
+        if missing:
+            manifests = {(m["kind"], m["metadata"]["name"]): m
+                         for m in render_children(parse_body(ftj), uid=uid, image=self.image)}
+            for kind, child in missing:
+                if self.cluster.create(manifests[(kind, child)]):
+                    created_job = manifests[(kind, child)] if kind == "Job" else created_job
+                else:
+                    existing = self.cluster.read(kind, namespace, child)  # the watch has not shown it yet
+                    if existing is not None and not _owned(existing, uid) and not self._kept_claim(
+                            kind, Child(labels=(existing.get("metadata") or {}).get("labels") or {}), name):
+                        raise ChildConflict(f"{kind} {namespace}/{child} already exists and is not owned by this "
+                                            f"FineTuneJob; delete or rename it")
+        claim = world.children.get(("PersistentVolumeClaim", names.output_pvc_name(name)))
+        if out and out.get("whenDeleted") == "Delete" and claim is not None and uid not in claim.owners:
+            self.cluster.set_owner("PersistentVolumeClaim", namespace, names.output_pvc_name(name),
+                                   names.owner_reference(name, uid))
+        if job is None or any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+                              for c in (job.get("status") or {}).get("conditions") or []):
+            return created_job
+        want, have = bool(spec.get("suspend")), bool((job.get("spec") or {}).get("suspend"))
+        if kueue.queue_name(meta.get("labels")):
+            # Kueue owns a queued Job's suspend (it would undo ours): the user's wish goes to its Workload, when the
+            # status does not show it yet (Suspended, or not); without a Workload (no Kueue), to the Job itself.
+            if want != (previous.phase == "Suspended"):
+                if not self.cluster.set_workload_active(namespace, job["metadata"]["uid"], not want) and want != have:
+                    self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
+        elif want != have:
+            self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
+        nodes = int((spec.get("distributed") or {}).get("nodes", 1))
+        for pod in pods_to_stop(world.pods, nodes):
+            log.info("stopping pod %s/%s: a peer failed, the group restarts together", namespace,
+                     pod["metadata"]["name"])
+            self.cluster.delete_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"])
+        return created_job
+
+    @staticmethod
+    def _kept_claim(kind: str, child: Child, name: str) -> bool:
+        """An output claim of an earlier FineTuneJob of this name, kept by `whenDeleted: Retain`: reused."""
+        return (kind == "PersistentVolumeClaim" and not child.owners
+                and child.labels.get(names.JOB_NAME_LABEL) == name
+                and child.labels.get("app.kubernetes.io/managed-by") == names.MANAGED_BY)
+
+    def _write(self, ftj: dict, previous: FineTuneJobStatus, new: FineTuneJobStatus, now: str) -> None:
+        old_wire, new_wire = (ftj.get("status") or {}), new.to_wire()
+        if new_wire == old_wire:
+            return
+        meta = ftj["metadata"]
+        for event in transitions(previous, new):
             try:
-                self.sync_status(*key, fetch=True)
-                count += 1
+                if self.cluster.post_event(ftj, event, event_name(ftj, previous, event, new.restarts), now):
+                    self.metrics.events.labels(event.reason).inc()
             except ApiException:
-                log.exception("resync of %s/%s failed", *key)
-        return count
+                log.warning("could not post event %s on %s/%s", event.reason, meta["namespace"], meta["name"])
+        written = self.cluster.patch_status(meta["namespace"], meta["name"], merge_patch(old_wire, new_wire))
+        if written is not None:
+            self._written[(meta["namespace"], meta["name"])] = {"metadata": written.get("metadata") or {},
+                                                                "status": written.get("status") or {}}
+        if new.phase != previous.phase and new.phase is not None:
+            self.metrics.transitions.labels(previous.phase or "None", new.phase).inc()

@@ -91,7 +91,13 @@ def build_service_account(job: FineTuneJob, *, uid: str) -> dict:
 
 
 def build_output_pvc(job: FineTuneJob, *, uid: str) -> Optional[dict]:
-    """The output claim when `spec.output.volume.create` asks for one (deleted with the job), else None."""
+    """The output claim when `spec.output.volume.create` asks for one, else None.
+
+    It holds the trained weights, so by default (`whenDeleted: Retain`, like a StatefulSet's claims) it carries no
+    owner reference: deleting the FineTuneJob leaves it, and a new FineTuneJob of the same name finds it by name and
+    resumes from its checkpoints. `whenDeleted: Delete` makes it owned, and the garbage collector deletes it with
+    the job (no finalizer needed: this works while the operator is down).
+    """
     vol = job.spec.output.volume
     if vol is None or vol.create is None:
         return None
@@ -105,8 +111,10 @@ def build_output_pvc(job: FineTuneJob, *, uid: str) -> Optional[dict]:
                   "resources": {"requests": {"storage": size}}}
     if vol.create.storage_class_name:
         spec["storageClassName"] = vol.create.storage_class_name
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": _meta(job, names.output_pvc_name(job.metadata.name), "output", uid), "spec": spec}
+    meta = _meta(job, names.output_pvc_name(job.metadata.name), "output", uid)
+    if vol.create.when_deleted == "Retain":
+        del meta["ownerReferences"]
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": meta, "spec": spec}
 
 
 def render_children(job: FineTuneJob, *, uid: str, image: Optional[str] = None) -> list[dict]:
@@ -118,7 +126,8 @@ def render_children(job: FineTuneJob, *, uid: str, image: Optional[str] = None) 
         image: the operator's default trainer image; `spec.image` wins over it.
 
     Returns:
-        ServiceAccount, ConfigMap, Service, [output PVC], Job manifests as dicts.
+        ServiceAccount, ConfigMap, Service, [output PVC], Job manifests as dicts; all carry the owner reference
+        but a retained output PVC.
 
     Raises:
         RenderError: the spec cannot run in a cluster as written; the message names the field.

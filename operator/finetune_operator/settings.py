@@ -12,17 +12,23 @@ from dataclasses import dataclass
 
 import kopf
 
+from .names import JOB_NAME_LABEL
+
+# The only events the operator watches: the Job controller's "cannot create the pods" (indexes.py).
+FAILED_CREATE_SELECTOR = "involvedObject.kind=Job,reason=FailedCreate"
+
 
 @dataclass(frozen=True)
 class OperatorConfig:
     """Values of the FINETUNE_* variables (defaults are production settings)."""
 
-    resync_seconds: float = 30.0  # FINETUNE_RESYNC_SECONDS: periodic status + progress refresh
+    resync_seconds: float = 30.0  # FINETUNE_RESYNC_SECONDS: per-job timer: progress scrape + level-triggered resync
     metrics_port: int = 8080  # FINETUNE_OPERATOR_METRICS_PORT: /metrics (0: off)
     watch_timeout: int = 300  # FINETUNE_WATCH_TIMEOUT: server-side watch timeout (reconnects after)
     handler_backoff: float = 10.0  # FINETUNE_HANDLER_BACKOFF: retry delay of failed create handlers
     progress_timeout: float = 1.0  # FINETUNE_PROGRESS_TIMEOUT: GET of the trainer's metrics
-    max_workers: int = 16  # FINETUNE_MAX_WORKERS: threads running the (synchronous) handlers
+    max_workers: int = 16  # FINETUNE_MAX_WORKERS: threads running reconciles (the kubernetes client blocks)
+    max_scrapes: int = 32  # FINETUNE_MAX_SCRAPES: trainer metrics endpoints read at once
 
 
 def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
@@ -37,7 +43,8 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
              "watch_timeout": ("FINETUNE_WATCH_TIMEOUT", int),
              "handler_backoff": ("FINETUNE_HANDLER_BACKOFF", float),
              "progress_timeout": ("FINETUNE_PROGRESS_TIMEOUT", float),
-             "max_workers": ("FINETUNE_MAX_WORKERS", int)}
+             "max_workers": ("FINETUNE_MAX_WORKERS", int),
+             "max_scrapes": ("FINETUNE_MAX_SCRAPES", int)}
     values = {}
     for field, (var, cast) in names.items():
         if env.get(var):
@@ -50,7 +57,9 @@ def from_env(env: dict[str, str] | None = None) -> OperatorConfig:
 
 def apply(conf: OperatorConfig, settings: kopf.OperatorSettings) -> None:
     """Set kopf's settings: annotations for its bookkeeping (the CRD's status schema prunes `status.kopf`),
-    Events only for kopf's warnings (ours are posted by the reconciler), and the timeouts above."""
+    Events only for kopf's warnings (ours are posted by the reconciler), the timeouts above, and the server-side
+    selectors of the watches: only the operator's children (by label) and FailedCreate events of Jobs (by field)
+    are sent to it, never the cluster's other pods, Jobs or events."""
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="finetune.io")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix="finetune.io", key="last-handled-configuration")
@@ -60,3 +69,6 @@ def apply(conf: OperatorConfig, settings: kopf.OperatorSettings) -> None:
     settings.watching.client_timeout = conf.watch_timeout + 10
     settings.execution.default_backoff = conf.handler_backoff
     settings.execution.max_workers = conf.max_workers
+    for plural in ("jobs", "pods", "configmaps", "services", "serviceaccounts", "persistentvolumeclaims"):
+        settings.watching.label_selectors[plural] = JOB_NAME_LABEL
+    settings.watching.field_selectors["events"] = FAILED_CREATE_SELECTOR

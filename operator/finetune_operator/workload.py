@@ -13,15 +13,16 @@ ServiceAccount token. Secrets only by reference (`secretKeyRef`).
 from __future__ import annotations
 
 import copy
-from finetune_api.contract import METRICS_PORT, TERMINATION_LOG, ExitCode
+
+from finetune_api.contract import METRICS_PORT, TERMINATION_LOG
 from finetune_api.job import FineTuneJob
 
 from . import names
+from .failure_policy import job_failure_spec
 from .pod_config import CONFIG_DIR, CONFIG_PATH, DATA_MOUNT, MODEL_MOUNT, OUTPUT_MOUNT, RDZV_PORT, gpus_per_pod
 
 TRAINER_UID = 1000
 TRAINER_COMMAND = "finetune-train"  # the trainer image's launcher: plans, starts and watches the workers
-BACKOFF_LIMIT = 3
 
 
 def _volumes(job: FineTuneJob) -> tuple[list[dict], list[dict]]:
@@ -153,9 +154,9 @@ def build_job(job: FineTuneJob, *, uid: str, image: str) -> dict:
         image: the trainer image (spec.image wins over the operator's default).
 
     Returns:
-        The Job manifest. Exit code 2 (bad user input) fails the Job at once; pod disruptions
-        (preemption, eviction) do not count against the retry budget; the trainer resumes from its last
-        checkpoint on a retried pod.
+        The Job manifest, with the retry policy of failure_policy.py: exit code 2 (bad user input) fails the
+        Job at once; SIGTERM (143) and pod disruptions (preemption, a lost node) do not count against the retry
+        budget; the trainer resumes from its last checkpoint on a retried pod.
     """
     name = job.metadata.name
     nodes = job.spec.distributed.nodes
@@ -170,13 +171,8 @@ def build_job(job: FineTuneJob, *, uid: str, image: str) -> dict:
             "completionMode": "Indexed",
             "completions": nodes,
             "parallelism": nodes,
-            "backoffLimit": BACKOFF_LIMIT,
             "suspend": bool(job.spec.suspend),
-            "podFailurePolicy": {"rules": [
-                {"action": "FailJob", "onExitCodes": {"containerName": names.TRAINER_CONTAINER,
-                                                      "operator": "In", "values": [int(ExitCode.INPUT_ERROR)]}},
-                {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]},
-            ]},
+            **job_failure_spec(),
             "template": build_pod_template(job, image),
         },
     }

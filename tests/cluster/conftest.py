@@ -80,11 +80,16 @@ def control_plane():
             print(f"\ncontrol plane files kept in {workdir}", file=sys.stderr)
 
 
+# Every test namespace enforces the "restricted" Pod Security level: the trainer pods the operator renders must be
+# admitted there (what a hardened cluster does), and a pod that is not fails to be created.
+RESTRICTED = {"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest"}
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane):
-    """A fresh namespace (with its default ServiceAccount) per test, deleted afterwards without waiting:
-    GPUs held by its still-running pods are freed a few seconds later, when kwok has deleted them."""
-    name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}")
+    """A fresh namespace (with its default ServiceAccount, Pod Security "restricted") per test, deleted afterwards
+    without waiting: GPUs held by its still-running pods are freed a few seconds later, when kwok has deleted them."""
+    name = control_plane.create_namespace(f"t-{uuid.uuid4().hex[:8]}", labels=RESTRICTED)
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false")
 

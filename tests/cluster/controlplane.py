@@ -32,14 +32,22 @@ T = TypeVar("T")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 GPU_NODE = "gpu-node-0"  # the node the session fixture adds
 CHAOS_FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io"
-# kwok v0.7.0 stage files: the fast pod lifecycle plus the chaos stage that fails labelled running pods.
-# (kwok uses its built-in pod stages only when --config gives none, so we pass all of them.)
-KWOK_POD_STAGES = (
-    "pod/fast/pod-ready.yaml",
-    "pod/fast/pod-complete.yaml",
-    "pod/fast/pod-delete.yaml",
-    "pod/chaos/pod-container-running-failed.yaml",
-)
+# How kwok plays the kubelet of the fake nodes (kwok's fast and chaos pod stages, made to behave like a kubelet
+# where the operator's tests need it: held Running, waiting states, SIGTERM exits): see the file's header.
+KWOK_POD_STAGES = Path(__file__).resolve().parent / "kwok" / "pod-stages.yaml"
+# Requests of these identities are written to the audit log (logs/audit.log): the operator's own, never the tests'.
+OPERATOR_USER = "finetune-operator"  # client_kubeconfig(OPERATOR_USER): the operator outside the chart's RBAC
+AUDITED_GROUP = "system:serviceaccounts:finetune-system"  # the chart's ServiceAccount
+AUDIT_POLICY = f"""apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  users: ["{OPERATOR_USER}"]
+- level: Metadata
+  userGroups: ["{AUDITED_GROUP}"]
+- level: None
+"""
 
 
 class ControlPlaneError(RuntimeError):
@@ -191,9 +199,9 @@ class ControlPlane:
             raise ControlPlaneError(f"kubectl apply failed: {res.stderr.strip()}")
         return res
 
-    def create_namespace(self, name: str, timeout: float = 60) -> str:
+    def create_namespace(self, name: str, timeout: float = 60, labels: dict[str, str] | None = None) -> str:
         """Create a namespace and wait for its default ServiceAccount, without which pods are refused."""
-        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels or {}}})
         wait_for(lambda: self._api_get(f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
                  timeout, f"ServiceAccount {name}/default")
         return name
@@ -222,6 +230,46 @@ class ControlPlane:
             return None
 
         return wait_for(ready, timeout, f"node {name} Ready without taints")
+
+    def client_kubeconfig(self, user: str, groups: tuple[str, ...] = ("system:masters",)) -> Path:
+        """A kubeconfig for a client cert of `user` in `groups` (the operator's own identity, audited)."""
+        path = self.workdir / f"{user}.kubeconfig"
+        if not path.exists():
+            ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+            subj = "".join(f"/O={g}" for g in groups) + f"/CN={user}"
+            (self.pki / f"{user}.ext").write_text("basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,"
+                                                  "keyEncipherment\nextendedKeyUsage=clientAuth\n")
+            self._openssl("req", "-new", *ec, "-keyout", f"{user}.key", "-out", f"{user}.csr", "-subj", subj)
+            self._openssl("x509", "-req", "-in", f"{user}.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial",
+                          f"0x{os.urandom(8).hex()}", "-days", "7", "-extfile", f"{user}.ext", "-out", f"{user}.crt")
+            path.write_text(self.kubeconfig.read_text().replace("admin.crt", f"{user}.crt")
+                            .replace("admin.key", f"{user}.key"))
+        return path
+
+    def token_kubeconfig(self, namespace: str, service_account: str) -> Path:
+        """A kubeconfig that authenticates as a ServiceAccount (a bound token), with exactly its RBAC."""
+        res = self.kubectl("create", "token", service_account, "-n", namespace, "--duration=2h", check=True)
+        path = self.workdir / f"{namespace}-{service_account}.kubeconfig"
+        path.write_text(f"""apiVersion: v1
+kind: Config
+clusters:
+- name: test
+  cluster: {{server: {self.server}, certificate-authority: {self.pki / 'ca.crt'}}}
+users:
+- name: sa
+  user: {{token: {res.stdout.strip()}}}
+contexts:
+- name: test
+  context: {{cluster: test, user: sa, namespace: default}}
+current-context: test
+""")
+        return path
+
+    def audit_events(self, user: str | None = None) -> list[dict]:
+        """The audit log's entries (the operator's requests only, see AUDIT_POLICY), optionally of one user."""
+        path = self.logs / "audit.log"
+        entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
+        return [e for e in entries if user is None or e.get("user", {}).get("username") == user]
 
     # ---------------------------------------------------------------- internals
     def _openssl(self, *args: str) -> None:
@@ -329,6 +377,11 @@ current-context: test
                     f"--initial-cluster=test=http://127.0.0.1:{p}", "--unsafe-no-fsync", "--log-level=warn")
         self._wait("etcd", lambda: self._healthz(c, "/health", tls=False), "/health")
 
+    def _audit_policy(self) -> Path:
+        path = self.workdir / "audit-policy.yaml"
+        path.write_text(AUDIT_POLICY)
+        return path
+
     def _start_apiserver(self) -> None:
         pki = self.pki
         self._spawn(
@@ -346,6 +399,8 @@ current-context: test
             "--endpoint-reconciler-type=none",  # a loopback address is not a valid Endpoints address
             "--kubelet-preferred-address-types=InternalIP",  # a real node's name does not resolve (kubectl logs)
             "--profiling=false",
+            f"--audit-policy-file={self._audit_policy()}", f"--audit-log-path={self.logs / 'audit.log'}",
+            "--audit-log-format=json", "--audit-log-mode=batch", "--audit-log-batch-max-wait=1s",
         )
         self._wait("kube-apiserver", lambda: self._api_get("/readyz")[0] == 200, "/readyz")
 
@@ -370,12 +425,7 @@ current-context: test
         self._wait("kube-scheduler", lambda: self._healthz(self.ports["scheduler"]), "/healthz")
 
     def _start_kwok(self) -> None:
-        missing = [s for s in KWOK_POD_STAGES if not (self.stages_dir / s).is_file()]
-        if missing:
-            raise ControlPlaneError(f"kwok stage files missing under {self.stages_dir}: {missing}")
-        stages = self.workdir / "kwok-stages.yaml"
-        stages.write_text("\n---\n".join((self.stages_dir / s).read_text() for s in KWOK_POD_STAGES))
-        self._spawn("kwok", "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={stages}",
+        self._spawn("kwok", "kwok", f"--kubeconfig={self.kubeconfig}", f"--config={KWOK_POD_STAGES}",
                     "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={FAKE_NODE_ANNOTATION}=fake",
                     f"--server-address=127.0.0.1:{self.ports['kwok']}",
                     env={"KWOK_WORKDIR": str(self.workdir / "kwok")})  # ignore any ~/.kwok/kwok.yaml

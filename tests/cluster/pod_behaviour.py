@@ -1,13 +1,12 @@
 """How the trainer pods of a scenario behave, said as labels and annotations on the FineTuneJob (its pods inherit them).
 
-Why: a scenario says what it needs of the trainer - it trains for a long time, it fails with a data error, it
-finishes - and not who plays it. On kwok (the stages controlplane.py loads: kwok's fast pod lifecycle and its chaos
-stage) the labels and annotations below *are* the kubelet; on a real pod runner the same helpers can return what
-the real trainer image needs to behave so, and the scenarios stay unchanged. (The same names and signatures as the
-operator branch's helpers, so scenarios written against either run on both.)
+Why: a scenario says what it needs of the trainer - it trains for a long time, it fails with a data error, it finishes
+with a result, its container cannot start because a Secret is missing - and not who plays it. On kwok the labels and
+annotations below *are* the kubelet (tests/cluster/kwok/pod-stages.yaml reads them); on a real pod runner the same
+helpers can return what the real trainer image needs to behave so, and the scenarios stay unchanged.
 
-`kubelet_reports(...)` writes a pod's status directly, as a kubelet would once the trainer ended; only tests that
-say so use it (to leave a termination message, which kwok's fast stage cannot).
+`kubelet_reports(...)` writes a pod's status directly, as a kubelet would; only tests that say so use it (to fail one
+pod of a group, or to leave a termination message where the stage cannot).
 """
 
 from __future__ import annotations
@@ -19,6 +18,11 @@ from dataclasses import dataclass, field
 
 from controlplane import CHAOS_FAIL_LABEL, ControlPlane
 
+HOLD = "finetune.test/hold"
+RUN_FOR = "finetune.test/run-for"
+TERMINATION_MESSAGE = "finetune.test/termination-message"
+WAITING_REASON = "finetune.test/waiting-reason"
+WAITING_MESSAGE = "finetune.test/waiting-message"
 CHAOS = CHAOS_FAIL_LABEL
 
 
@@ -39,21 +43,28 @@ class Behaviour:
 
 
 def runs_long() -> Behaviour:
-    """The trainer trains for longer than any test: its pods stay Running (kwok's chaos stage, 10 minutes away)."""
-    return Behaviour(labels={CHAOS: "true"}, annotations={f"{CHAOS}/delay": "10m", f"{CHAOS}/jitter-delay": "10m"})
+    """The trainer trains for longer than any test: its pods stay Running."""
+    return Behaviour(labels={HOLD: "running"})
 
 
-def finishes() -> Behaviour:
-    """The trainer finishes with exit 0 as soon as it runs (kwok's fast stage completes a Job's pods)."""
-    return Behaviour()
+def finishes(after: str = "0s", result: dict | None = None) -> Behaviour:
+    """The trainer finishes with exit 0 after `after`, leaving `result` (a TerminationMessage's fields) behind."""
+    notes = {RUN_FOR: after}
+    if result is not None:
+        notes[TERMINATION_MESSAGE] = json.dumps({"outcome": "Succeeded", **result})
+    return Behaviour(annotations=notes)
 
 
 def fails(exit_code: int = 1, reason: str = "Error", message: str = "", after: str = "100ms") -> Behaviour:
     """The trainer fails after `after` with `exit_code`, leaving `message` (e.g. a TerminationMessage's JSON)."""
-    quoted = "'" + message + "'" if message.startswith("{") else message  # kwok's template reads it as YAML
     return Behaviour(labels={CHAOS: "true"},
                      annotations={f"{CHAOS}/exit-code": str(exit_code), f"{CHAOS}/reason": reason,
-                                  f"{CHAOS}/message": quoted, f"{CHAOS}/delay": after, f"{CHAOS}/jitter-delay": "0s"})
+                                  f"{CHAOS}/message": message, f"{CHAOS}/delay": after, f"{CHAOS}/jitter-delay": "0s"})
+
+
+def waits(reason: str, message: str) -> Behaviour:
+    """The container never starts: the kubelet reports `reason` (e.g. CreateContainerConfigError) and `message`."""
+    return Behaviour(annotations={WAITING_REASON: reason, WAITING_MESSAGE: message})
 
 
 def kubelet_reports(cp: ControlPlane, namespace: str, pod: dict, *, exit_code: int, reason: str = "Error",

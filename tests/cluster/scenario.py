@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from controlplane import ControlPlane, wait_for
+from controlplane import ControlPlane, _die_with_parent, wait_for
 from kopf.testing import KopfRunner
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,8 @@ class OperatorProcess:
         with open(self.log, "a") as log:
             log.write(f"--- start {self.starts}\n")
             self.proc = subprocess.Popen([*cmd, "--liveness", ""], env=self.env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent)  # never outlives the test or benchmark
         return self
 
     def kill(self) -> None:

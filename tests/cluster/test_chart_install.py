@@ -35,6 +35,13 @@ def test_crd_is_served_with_short_name_and_explain(installed):
     r = cp.kubectl("explain", "ftj.spec.method.type")
     assert r.returncode == 0, r.stderr
     assert "qlora" in r.stdout and "adapters on a frozen base" in r.stdout
+    # the types and defaults kubectl explain cannot show by itself are in the text it does show
+    r = cp.kubectl("explain", "ftj.spec.training")
+    assert r.returncode == 0, r.stderr
+    block = r.stdout[r.stdout.index("microBatchSize"):]
+    block = block[:block.index("\n\n")]
+    assert "An integer >= 1, or `auto`" in block and "Default: `auto`" in block, block
+    assert "`auto`, true or false" in r.stdout and "overriding" not in r.stdout
     r = cp.kubectl("get", "ftj", "-A")
     assert r.returncode == 0, r.stderr
 
@@ -60,11 +67,14 @@ def test_operator_deployment_is_available_and_hardened(installed):
     ("create", "jobs.batch", True), ("create", "configmaps", True), ("create", "services", True),
     ("patch", "finetunejobs.finetune.io/status", True), ("create", "events", True),
     ("get", "secrets", False), ("create", "pods/exec", False), ("delete", "nodes", False),
+    ("patch", "finetunejobs.finetune.io", False), ("update", "jobs.batch", False), ("delete", "jobs.batch", False),
     ("create", "clusterrolebindings.rbac.authorization.k8s.io", False),
 ])
 def test_operator_rbac_is_least_privilege(installed, verb, resource, allowed):
     sa = f"system:serviceaccount:{NS}:{RELEASE}-finetune-operator"
-    r = installed.kubectl("auth", "can-i", verb, resource, "--as", sa, "-n", "default")
+    resource, _, sub = resource.partition("/")
+    r = installed.kubectl("auth", "can-i", verb, resource, *([f"--subresource={sub}"] if sub else []), "--as", sa,
+                          "-n", "default")
     assert r.stdout.strip() == ("yes" if allowed else "no"), (verb, resource, r.stdout, r.stderr)
 
 

@@ -13,7 +13,10 @@ def _pod(name: str, namespace: str, gpus: int, labels: dict | None = None) -> di
         "apiVersion": "v1", "kind": "Pod",
         "metadata": {"name": name, "namespace": namespace, "labels": labels or {}},
         "spec": {"restartPolicy": "Never",
+                 # the test namespaces enforce the "restricted" Pod Security level
+                 "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
                  "containers": [{"name": "trainer", "image": IMAGE,
+                                 "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
                                  "resources": {"limits": {"nvidia.com/gpu": str(gpus)}} if gpus else {}}]},
     }
 

@@ -91,3 +91,25 @@ def test_every_shipped_example_is_accepted(crd_installed, namespace):
         doc = docs[0]
         r = _dry_run(crd_installed, namespace, doc["spec"], name=doc["metadata"]["name"])
         assert r.returncode == 0, f"{path}: {r.stderr}"
+
+
+def test_a_job_no_operator_has_seen_says_why_and_wide_columns_are_filled(crd_installed, namespace):
+    cp = crd_installed
+    spec = make_spec()
+    spec["model"] = {"path": "/opt/models/tiny"}
+    spec.pop("method", None)
+    obj = {"apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob",
+           "metadata": {"name": "orphan", "namespace": namespace}, "spec": spec}
+    r = cp.kubectl("create", "-f", "-", input=json.dumps(obj))  # no operator runs in this module
+    assert r.returncode == 0, r.stderr
+    r = cp.kubectl("get", "ftj", "orphan", "-n", namespace, "-o", "wide", "--no-headers")
+    cols = r.stdout.split()
+    assert cols[1] == "Pending" and "lora" in cols and "/opt/models/tiny" in cols, r.stdout  # PHASE, METHOD, MODEL
+    status = cp.get_json("ftj", "orphan", "-n", namespace)["status"]
+    assert "No finetune-operator has reconciled this job yet" in status["message"], status
+
+
+@pytest.mark.parametrize("name", ["my.dotted.job", "a" * 70])
+def test_names_the_operator_could_not_use_are_refused_at_admission(crd_installed, namespace, name):
+    r = _dry_run(crd_installed, namespace, make_spec(), name=name)
+    assert r.returncode != 0 and "metadata.name" in r.stderr and "not a DNS label" in r.stderr, r.stderr

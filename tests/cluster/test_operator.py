@@ -3,119 +3,24 @@
 The operator runs for real (kopf, in a thread via KopfRunner) against kube-apiserver, controller-manager,
 scheduler and kwok GPU nodes. Waits poll the API with a deadline, never fixed sleeps. GPU-consuming scenarios
 get a node of their own (`add_gpu_node`), so they do not compete with each other for the 2 GPUs of gpu-node-0.
-A job that must really train runs on the real node (`real_node`: kubelet + containerd + runc, node.py) from the
-trainer image built from Dockerfile.trainer; nothing patches a pod's status by hand.
 """
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import hashlib
-import json
 import os
+import json
 import shutil
 from pathlib import Path
 
-import yaml
 import pytest
-from controlplane import CHAOS_FAIL_LABEL, ControlPlane, wait_for
+import yaml
+from controlplane import ControlPlane, wait_for
 from finetune_operator.workload import TRAINER_UID
-from kopf.testing import KopfRunner
 from node import pod_placement
-
-REPO = Path(__file__).resolve().parents[2]
-CRD = REPO / "crds" / "finetunejobs.finetune.io.yaml"
-OPERATOR_ENV = {"FINETUNE_RESYNC_SECONDS": "2", "FINETUNE_OPERATOR_METRICS_PORT": "0",
-                "FINETUNE_WATCH_TIMEOUT": "30", "FINETUNE_HANDLER_BACKOFF": "1",
-                "FINETUNE_TRAINER_IMAGE": "registry.invalid/finetune/trainer:test",
-                "FINETUNE_PROGRESS_TIMEOUT": "0.2"}
-
-
-def install_crd(cp: ControlPlane) -> None:
-    res = cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRD))
-    assert res.returncode == 0, res.stderr
-    res = cp.kubectl("wait", "--for=condition=Established", "crd/finetunejobs.finetune.io", "--timeout=60s")
-    assert res.returncode == 0, res.stderr
-
-
-@contextlib.contextmanager
-def running_operator(cp: ControlPlane):
-    """The operator (the `finetune-operator` handlers) in a thread, with this control plane's kubeconfig."""
-    saved = {k: os.environ.get(k) for k in [*OPERATOR_ENV, "KUBECONFIG"]}
-    os.environ.update(OPERATOR_ENV | {"KUBECONFIG": str(cp.kubeconfig)})
-    try:
-        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "finetune_operator.handlers"],
-                        timeout=60) as runner:
-            yield runner
-        assert runner.exception is None, runner.output[-3000:]
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-def ftj(name: str, namespace: str, gpus=2, node: str | None = None, labels=None, annotations=None, **spec) -> dict:
-    """A FineTuneJob whose paths are absolute (inside the image): nothing needs a PersistentVolume."""
-    obj = {
-        "apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob",
-        "metadata": {"name": name, "namespace": namespace, "labels": labels or {}, "annotations": annotations or {}},
-        "spec": {"model": {"path": "/opt/models/tiny"},
-                 "dataset": {"paths": ["/opt/data/train.jsonl"], "format": "messages"},
-                 "training": {"maxSteps": 10},
-                 "distributed": {"gpusPerNode": gpus},
-                 "resources": {"cpu": "1", "memory": "1Gi", "sharedMemory": "1Gi"},
-                 "output": {"path": "/tmp/out"}},
-    }
-    if node:
-        obj["spec"]["scheduling"] = {"nodeSelector": {"kubernetes.io/hostname": node}}
-    obj["spec"] |= copy.deepcopy(spec)
-    return obj
-
-
-def apply(cp: ControlPlane, obj: dict):
-    return cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(obj))
-
-
-def get_ftj(cp: ControlPlane, name: str, namespace: str) -> dict | None:
-    return cp.get_json("finetunejob", name, "-n", namespace)
-
-
-def wait_phase(cp: ControlPlane, name: str, namespace: str, phase: str, timeout: float = 90) -> dict:
-    def check():
-        obj = get_ftj(cp, name, namespace) or {}
-        return obj if (obj.get("status") or {}).get("phase") == phase else None
-
-    try:
-        return wait_for(check, timeout, f"FineTuneJob {namespace}/{name} phase {phase}")
-    except TimeoutError as e:
-        obj = get_ftj(cp, name, namespace) or {}
-        raise AssertionError(f"{e}; status now: {json.dumps(obj.get('status'), indent=1)}") from None
-
-
-def condition(obj: dict, ctype: str) -> dict | None:
-    return next((c for c in (obj.get("status") or {}).get("conditions", []) if c["type"] == ctype), None)
-
-
-def events(cp: ControlPlane, name: str, namespace: str) -> list[dict]:
-    res = cp.get_json("events", "-n", namespace, "--field-selector",
-                      f"involvedObject.kind=FineTuneJob,involvedObject.name={name}")
-    return sorted(res["items"], key=lambda e: e.get("lastTimestamp") or "") if res else []
-
-
-def children(cp: ControlPlane, namespace: str, name: str) -> dict[str, list[dict]]:
-    """Every kind the operator creates, by kind, selected by the `finetune.io/job-name` label."""
-    out = {}
-    for kind in ("serviceaccounts", "configmaps", "services", "jobs", "persistentvolumeclaims", "pods"):
-        out[kind] = cp.get_json(kind, "-n", namespace, "-l", f"finetune.io/job-name={name}")["items"]
-    return out
-
-
-CHAOS = "pod-container-running-failed.stage.kwok.x-k8s.io"
-RUN_LONG = {CHAOS + "/delay": "10m", CHAOS + "/jitter-delay": "10m"}  # kwok keeps such pods Running for 10 min
-
+from pod_behaviour import fails, finishes, runs_long
+from scenario import (CRD, REPO, apply, children, condition, events, ftj, get_ftj, install_crd, running_operator,
+                      wait_phase)
 
 @pytest.fixture(scope="module")
 def cp(control_plane: ControlPlane) -> ControlPlane:
@@ -190,6 +95,40 @@ def test_every_example_creates_owned_children_with_hardened_gpu_pods(cp, operato
         assert ftj_obj["status"]["phase"] == "Pending", (name, ftj_obj["status"])
     res = cp.kubectl("get", "ftj", "-n", namespace)
     assert res.returncode == 0 and "PHASE" in res.stdout and "llama-lora" in res.stdout
+
+
+def test_job_runs_to_succeeded_with_conditions_events_and_result(cp, operator, namespace, own_node):
+    doc = {"steps": 10, "finalLoss": 0.5, "outputPath": "/tmp/out", "manifestSha256": "a" * 64}
+    assert apply(cp, finishes(after="1s", result=doc).on(ftj("ok", namespace, node=own_node))).returncode == 0
+    obj = wait_phase(cp, "ok", namespace, "Succeeded")
+    st = obj["status"]
+    assert condition(obj, "Succeeded")["status"] == "True"
+    assert condition(obj, "Scheduled")["status"] == "True"
+    assert condition(obj, "Running")["reason"] == "Completed"
+    assert st["observedGeneration"] == obj["metadata"]["generation"]
+    assert st["startTime"] and st["completionTime"]
+    assert st["result"] == {"outputPath": "/tmp/out", "manifestSha256": "a" * 64, "steps": 10, "finalLoss": 0.5}
+    reasons = [e["reason"] for e in events(cp, "ok", namespace)]
+    # straight from Running to Succeeded: no "Pending" while the Job controller catches up with the finished pod
+    assert [r for r in reasons if r in ("Pending", "Running", "Succeeded")][-2:] == ["Running", "Succeeded"], reasons
+    assert reasons.count("Succeeded") == 1 and reasons.count("Running") == 1, reasons
+    pods = children(cp, namespace, "ok")["pods"]
+    assert [p["spec"]["nodeName"] for p in pods] == [own_node]
+    res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")
+    assert "Succeeded" in res.stdout and "100%" in res.stdout
+
+
+def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namespace, own_node):
+    doc = {"outcome": "Failed", "reason": "DataError", "message": "/opt/data/train.jsonl:3: no messages key"}
+    assert apply(cp, fails(exit_code=2, message=json.dumps(doc)).on(ftj("bad", namespace, node=own_node))).returncode == 0
+    obj = wait_phase(cp, "bad", namespace, "Failed")
+    c = condition(obj, "Failed")
+    assert c["reason"] == "DataError" and "train.jsonl:3" in c["message"], c
+    job = children(cp, namespace, "bad")["jobs"][0]
+    assert len(children(cp, namespace, "bad")["pods"]) == 1  # exit code 2: no retries
+    assert any(jc["type"] == "Failed" for jc in job["status"]["conditions"])
+    warnings = [e for e in events(cp, "bad", namespace) if e["type"] == "Warning"]
+    assert any("DataError" in e["message"] for e in warnings), warnings
 
 
 def host_volume(cp: ControlPlane, namespace: str, claim: str, path: Path, read_only: bool = False) -> str:
@@ -309,8 +248,7 @@ def test_bad_data_fails_the_job_with_the_file_and_line_and_no_retry(
 
 def test_three_two_gpu_jobs_on_one_two_gpu_node_one_runs_others_say_why(cp, operator, namespace, own_node):
     for i in range(3):
-        assert apply(cp, ftj(f"q{i}", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"},
-                             annotations=RUN_LONG)).returncode == 0
+        assert apply(cp, runs_long().on(ftj(f"q{i}", namespace, node=own_node))).returncode == 0
 
     def settled():
         objs = [get_ftj(cp, f"q{i}", namespace) for i in range(3)]
@@ -330,8 +268,7 @@ def test_three_two_gpu_jobs_on_one_two_gpu_node_one_runs_others_say_why(cp, oper
 
 def test_operator_restart_creates_no_duplicates_and_status_converges(cp, namespace, own_node):
     with running_operator(cp):
-        assert apply(cp, ftj("rs", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"},
-                             annotations=RUN_LONG)).returncode == 0
+        assert apply(cp, runs_long().on(ftj("rs", namespace, node=own_node))).returncode == 0
         wait_phase(cp, "rs", namespace, "Running")
     before = {k: sorted(o["metadata"]["uid"] for o in v) for k, v in children(cp, namespace, "rs").items()}
     # While the operator is down, the status goes stale (someone overwrote it).
@@ -347,8 +284,7 @@ def test_operator_restart_creates_no_duplicates_and_status_converges(cp, namespa
 
 
 def test_suspend_stops_pods_and_resume_starts_them_again(cp, operator, namespace, own_node):
-    assert apply(cp, ftj("sus", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"},
-                         annotations=RUN_LONG)).returncode == 0
+    assert apply(cp, runs_long().on(ftj("sus", namespace, node=own_node))).returncode == 0
     wait_phase(cp, "sus", namespace, "Running")
     res = cp.kubectl("patch", "ftj", "sus", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
     assert res.returncode == 0, res.stderr
@@ -358,20 +294,36 @@ def test_suspend_stops_pods_and_resume_starts_them_again(cp, operator, namespace
                           if p["status"].get("phase") in ("Pending", "Running")], 60, "pods stopped")
     res = cp.kubectl("patch", "ftj", "sus", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":false}}')
     assert res.returncode == 0, res.stderr
-    wait_phase(cp, "sus", namespace, "Running")
+    obj = wait_phase(cp, "sus", namespace, "Running")
+    assert not obj["status"].get("restarts"), obj["status"]  # a suspension is not a failure
+    assert "Restarting" not in [e["reason"] for e in events(cp, "sus", namespace)]
 
 
-def test_delete_ftj_removes_everything_it_owned(cp, operator, namespace, own_node):
-    spec = ftj("gone", namespace, node=own_node, labels={CHAOS_FAIL_LABEL: "true"}, annotations=RUN_LONG)
-    spec["spec"]["output"] = {"path": "run", "volume": {"create": {"size": "1Gi"}}}
+@pytest.mark.parametrize("when_deleted", ["Retain", "Delete"])
+def test_delete_ftj_removes_what_it_owned_and_keeps_the_weights_unless_asked(cp, operator, namespace, own_node,
+                                                                              when_deleted):
+    spec = runs_long().on(ftj("gone", namespace, node=own_node))
+    spec["spec"]["output"] = {"path": "run", "volume": {"create": {"size": "1Gi", "whenDeleted": when_deleted}}}
     assert apply(cp, spec).returncode == 0
     wait_for(lambda: all(children(cp, namespace, "gone")[k] for k in
                          ("serviceaccounts", "configmaps", "services", "jobs", "persistentvolumeclaims", "pods")),
              60, "all children of gone")
+    claim = children(cp, namespace, "gone")["persistentvolumeclaims"][0]["metadata"]["uid"]
     res = cp.kubectl("delete", "ftj", "gone", "-n", namespace, "--timeout=60s")
     assert res.returncode == 0, res.stderr
-    wait_for(lambda: not any(children(cp, namespace, "gone").values()), 90,
-             "the garbage collector to delete every child of gone")
+    keep = when_deleted == "Retain"
+    wait_for(lambda: not any(v for k, v in children(cp, namespace, "gone").items()
+                             if k != "persistentvolumeclaims" or not keep), 90,
+             "the garbage collector to delete every owned child of gone")
+    left = children(cp, namespace, "gone")["persistentvolumeclaims"]
+    if keep:  # the trained weights stay; a new job of the same name picks the claim up again
+        assert [c["metadata"]["uid"] for c in left] == [claim]
+        assert apply(cp, spec).returncode == 0
+        wait_for(lambda: children(cp, namespace, "gone")["jobs"], 60, "the new job's Job")
+        assert [c["metadata"]["uid"] for c in children(cp, namespace, "gone")["persistentvolumeclaims"]] == [claim]
+        assert (get_ftj(cp, "gone", namespace)["status"].get("phase")) != "Failed"
+    else:
+        wait_for(lambda: not children(cp, namespace, "gone")["persistentvolumeclaims"], 60, "the claim to go")
 
 
 def test_spec_edit_after_start_is_refused_naming_the_field(cp, operator, namespace):

@@ -10,10 +10,10 @@ import re
 
 import pytest
 
-import test_operator
-from finetune_operator.dashboard import DASHBOARD_FILE, panel_queries
+from finetune_monitoring.dashboard import DASHBOARD_FILE, panel_queries
 from support.prometheus import running_prometheus
-from test_operator import CHAOS, CHAOS_FAIL_LABEL, RUN_LONG, apply, ftj, install_crd, running_operator, wait_phase
+from pod_behaviour import fails, runs_long
+from scenario import apply, ftj, install_crd, running_operator, wait_phase
 
 METRIC = re.compile(r"\bfinetune_operator_[a-z_]+\b")
 
@@ -31,17 +31,13 @@ def test_prometheus_sees_the_operators_jobs_by_phase_and_the_failed_alert(contro
     node = "gpu-operator-metrics"
     cp.add_gpu_node(node, gpus=4)
     port = prometheus.free_port()
-    monkeypatch.setitem(test_operator.OPERATOR_ENV, "FINETUNE_OPERATOR_METRICS_PORT", str(port))
     prometheus.add_target("operator", f"127.0.0.1:{port}", component="operator")
     doc = {"outcome": "Failed", "reason": "DataError", "message": "/opt/data/train.jsonl:3: no messages key"}
-    fail_now = {CHAOS + "/exit-code": "2", CHAOS + "/reason": "Error", CHAOS + "/message": "'" + json.dumps(doc) + "'",
-                CHAOS + "/delay": "100ms", CHAOS + "/jitter-delay": "0s"}  # exit code 2: a data error, no retries
     try:
-        with running_operator(cp):
-            assert apply(cp, ftj("long", namespace, node=node, labels={CHAOS_FAIL_LABEL: "true"},
-                                 annotations=RUN_LONG)).returncode == 0
-            assert apply(cp, ftj("broken", namespace, node=node, labels={CHAOS_FAIL_LABEL: "true"},
-                                 annotations=fail_now)).returncode == 0
+        with running_operator(cp, env={"FINETUNE_OPERATOR_METRICS_PORT": str(port)}):
+            assert apply(cp, runs_long().on(ftj("long", namespace, node=node))).returncode == 0
+            # exit code 2: a data error, no retries
+            assert apply(cp, fails(exit_code=2, message=json.dumps(doc)).on(ftj("broken", namespace, node=node))).returncode == 0
             wait_phase(cp, "long", namespace, "Running")
             wait_phase(cp, "broken", namespace, "Failed")
 

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from finetune_operator import alerts
-from finetune_operator.dashboard import DASHBOARD_FILE, RULES_FILE
+from finetune_monitoring import alerts
+from finetune_monitoring.dashboard import DASHBOARD_FILE, RULES_FILE
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from finetune_operator import alerts
-from finetune_operator.dashboard import DASHBOARD_FILE, panel_queries
+from finetune_monitoring import alerts
+from finetune_monitoring.dashboard import DASHBOARD_FILE, panel_queries
 from finetune_operator.metrics import OperatorMetrics
 from finetune_trainer.metrics import TrainerMetrics
 from support.cli_runs import history, write_job
@@ -152,7 +152,7 @@ def test_every_alert_expression_is_valid_and_names_live_metrics(prometheus, scra
         prometheus.query(expr, at=at_last_scrape)  # accepted by the server (status success)
         for metric in set(METRIC.findall(expr)):
             if metric.startswith("finetune_operator_") and metric not in operator_names:
-                continue  # reported by tests/unit/operator/test_dashboard.py's name check
+                continue  # reported by tests/unit/monitoring/test_dashboard.py's name check
             assert metric in trainer_names | operator_names, (name, metric)
             assert prometheus.query(metric, at=at_last_scrape), f"{name}: no {metric} series while the run was live"
 

@@ -241,6 +241,8 @@ for name, new, fld, frag in [
     sub(name, G, "    path: {model}", "    path: {model}\n" + new + "  # <", fld, frag)
 sub("toolong-typo", G, "    format: messages", "    format: messages\n    tooLong: cut  # <", "spec.dataset.tooLong",
     "'truncate' or 'drop'")
+sub("when-deleted-typo", G, "    path: {out}", "    path: run\n    volume: {create: {size: 1Gi, whenDeleted: Keep}}  # <",
+    "spec.output.volume.create.whenDeleted", "'Retain' or 'Delete'")
 
 # --- Kubernetes formats (quantities, names, labels, images) ------------------------------------------------------
 G = "Kubernetes names and quantities"

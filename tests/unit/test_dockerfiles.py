@@ -97,3 +97,12 @@ def test_pod_command_is_the_trainer_images_console_script():
     from finetune_trainer.launcher import WORKER_MODULE
 
     assert callable(__import__(WORKER_MODULE, fromlist=["main"]).main)
+
+
+@pytest.mark.parametrize("name", ["Dockerfile.operator", "Dockerfile.trainer"])
+def test_image_copies_every_package_root_it_installs(name):
+    # `pip install .` installs the roots pyproject.toml lists; one not copied in is silently missing from the image
+    # (the operator imports finetune_plan, the trainer too).
+    roots = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["where"]
+    copied = {a.split()[0].rstrip("/") for o, a in instructions(name) if o == "COPY"}
+    assert set(roots) <= copied, f"{name} does not COPY {sorted(set(roots) - copied)}"

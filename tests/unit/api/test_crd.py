@@ -74,3 +74,30 @@ def test_checked_in_spec_doc_is_fresh():
     from finetune_api.docs import DOC_FILE, render_spec_doc
 
     assert (REPO / "docs" / DOC_FILE).read_text() == render_spec_doc(), "docs/spec.md is stale: run `make crd`"
+
+
+def test_kubectl_explain_shows_types_and_defaults_in_the_description():
+    # kubectl explain prints <Object> for an untyped union and never prints a schema default: the text must say both
+    training = _schema()["properties"]["spec"]["properties"]["training"]["properties"]
+    assert training["microBatchSize"]["description"].startswith("An integer >= 1, or `auto`.")
+    assert training["microBatchSize"]["description"].endswith("Default: `auto`.")
+    assert training["gradientCheckpointing"]["description"].startswith("`auto`, true or false.")
+    assert training["learningRate"]["description"].endswith("Default: `0.0002`.")
+    assert "overriding" not in training["maxSteps"]["description"]  # it said "overriding epochs" while a rule forbids both
+
+
+def test_names_the_operator_would_refuse_are_refused_at_admission():
+    rule = _schema()["properties"]["metadata"]["properties"]["name"]["x-kubernetes-validations"][0]
+    assert "size() <= 63" in rule["rule"] and "matches(" in rule["rule"]
+
+
+def test_a_job_no_operator_has_seen_says_why_it_waits():
+    default = _schema()["properties"]["status"]["default"]
+    assert default["phase"] == "Pending" and "operator" in default["message"]
+
+
+def test_wide_columns_show_the_model_whether_path_or_hub_and_the_default_method():
+    cols = {c["name"]: c for c in build_crd()["spec"]["versions"][0]["additionalPrinterColumns"]}
+    assert cols["Model"]["jsonPath"] == ".spec.model['hubId','path']"
+    method = _schema()["properties"]["spec"]["properties"]["method"]
+    assert method["default"] == {} and method["properties"]["type"]["default"] == "lora"

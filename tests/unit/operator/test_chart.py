@@ -30,4 +30,4 @@ def test_rbac_never_grants_secrets_or_wildcards():
     rules = yaml.safe_load(text.split("---")[0].replace("{{", "#").replace("}}", ""))["rules"]
     for r in rules:
         assert "secrets" not in r["resources"] and "*" not in r["resources"] and "*" not in r["verbs"]
-        assert "delete" not in r["verbs"]
+        assert "delete" not in r["verbs"] or r["resources"] == ["pods"]  # only to restart a failed group

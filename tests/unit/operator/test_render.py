@@ -58,6 +58,9 @@ def test_children_are_owned_labelled_and_in_creation_order():
     for c in children:
         meta = c["metadata"]
         assert meta["namespace"] == "team-a"
+        if c["kind"] == "PersistentVolumeClaim":  # the trained weights outlive the job (whenDeleted: Retain)
+            assert "ownerReferences" not in meta
+            continue
         assert meta["ownerReferences"] == [{"apiVersion": "finetune.io/v1alpha1", "kind": "FineTuneJob",
                                             "name": "demo", "uid": UID, "controller": True,
                                             "blockOwnerDeletion": True}]
@@ -200,11 +203,23 @@ def test_multi_node_uses_indexed_job_and_rendezvous_at_pod_zero():
     assert "strategy" in launch["decidedOnTheNode"] and launch["nprocPerNode"] == 2
 
 
-def test_failure_policy_fails_fast_on_user_error():
+def test_output_claim_is_deleted_with_the_job_only_when_asked():
+    kept = by_kind(render_children(make(), uid=UID, image="i"))["PersistentVolumeClaim"]
+    assert "ownerReferences" not in kept["metadata"] and kept["metadata"]["labels"]["finetune.io/job-name"] == "demo"
+    out = {"path": "run1", "volume": {"create": {"size": "10Gi", "whenDeleted": "Delete"}}}
+    owned = by_kind(render_children(make(output=out), uid=UID, image="i"))["PersistentVolumeClaim"]
+    assert owned["metadata"]["ownerReferences"][0]["uid"] == UID
+
+
+def test_failure_policy_fails_fast_on_user_error_and_never_counts_preemption():
     job = by_kind(render_children(make(), uid=UID, image="i"))["Job"]
     rules = job["spec"]["podFailurePolicy"]["rules"]
     assert rules[0] == {"action": "FailJob", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [2]}}
-    assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
+    assert {"action": "Ignore", "onExitCodes": {"containerName": "trainer", "operator": "In", "values": [143]}} in rules
+    assert {"action": "Ignore", "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}]} in rules
+    spec = job["spec"]
+    assert spec["backoffLimit"] == spec["backoffLimitPerIndex"] == 3 and spec["maxFailedIndexes"] == 0
+    assert spec["template"]["spec"]["restartPolicy"] == "Never" and spec["podReplacementPolicy"] == "Failed"
 
 
 def test_scheduling_passes_through_and_queue_label_reaches_the_job():

@@ -65,7 +65,7 @@ def test_unschedulable_names_what_is_missing():
     c = cond(s, "Scheduled")
     assert s.phase == "Pending" and c.status == "False" and c.reason == "Unschedulable"
     assert "2 nvidia.com/gpu" in c.message and "Insufficient nvidia.com/gpu" in c.message
-    assert [e.reason for e in transitions(None, s)] == ["Unschedulable", "Pending"]
+    assert [e.reason for e in transitions(None, s)] == ["Unschedulable"]  # no Normal "Pending" repeating it
 
 
 def test_success_takes_the_result_from_rank_zero_termination_message():

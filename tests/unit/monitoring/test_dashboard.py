@@ -10,8 +10,8 @@ import re
 
 import pytest
 
-from finetune_operator import alerts
-from finetune_operator.dashboard import (DASHBOARD_FILE, RULES_FILE, build_dashboard, panel_queries,
+from finetune_monitoring import alerts
+from finetune_monitoring.dashboard import (DASHBOARD_FILE, RULES_FILE, build_dashboard, panel_queries,
                                          render_dashboard, render_rules)
 from finetune_operator.metrics import OperatorMetrics
 from finetune_trainer.metrics import TrainerMetrics
@@ -29,8 +29,8 @@ def _panels(model):
 
 
 def test_checked_in_files_are_fresh():
-    assert DASHBOARD_FILE.read_text() == render_dashboard(), "run `python -m finetune_operator.dashboard`"
-    assert RULES_FILE.read_text() == render_rules(), "run `python -m finetune_operator.dashboard`"
+    assert DASHBOARD_FILE.read_text() == render_dashboard(), "run `make charts`"
+    assert RULES_FILE.read_text() == render_rules(), "run `make charts`"
 
 
 def test_dashboard_model_is_one_grafana_loads(model):

@@ -2,7 +2,7 @@
 
 Why data in Python rather than hand-written YAML: the dashboard (dashboard.py) and the rules query the same
 metric names, and tests run every expression against a real Prometheus (tests/prometheus/); keeping them
-here puts those names in one grep-able place. `python -m finetune_operator.dashboard` writes
+here puts those names in one grep-able place. `make charts` writes
 charts/finetune-operator/rules/finetune-rules.yaml from `rule_groups()`; the chart's PrometheusRule embeds that
 file; tests/prometheus/alerts_test.yaml unit-tests each alert with `promtool test rules`.
 
