@@ -106,9 +106,9 @@ class Cluster:
             if e.status not in (404, 409):
                 raise
 
-    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
-        """Activate or deactivate the Kueue Workload of the Job `job_uid`; False when Kueue has made none (yet)."""
-        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, active_patch, workload_selector
+    def workload(self, namespace: str, job_uid: str) -> tuple[bool, Optional[dict]]:
+        """(Kueue installed, the Workload Kueue made for the Job `job_uid` or None while it has made none)."""
+        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, workload_selector
 
         try:
             items = _json(self.custom.list_namespaced_custom_object(
@@ -116,13 +116,16 @@ class Cluster:
                 _preload_content=False))["items"]
         except ApiException as e:
             if e.status == 404:  # Kueue is not installed
-                return False
+                return False, None
             raise
-        for wl in items:
-            self.custom.patch_namespaced_custom_object(WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL,
-                                                       wl["metadata"]["name"], active_patch(not active),
-                                                       _preload_content=False)
-        return bool(items)
+        return True, (items[0] if items else None)
+
+    def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
+        """Activate (queue again) or deactivate (Kueue evicts it and stops the Job) the Workload `name`."""
+        from .kueue import WORKLOAD_GROUP, WORKLOAD_PLURAL, WORKLOAD_VERSION, active_patch
+
+        self.custom.patch_namespaced_custom_object(WORKLOAD_GROUP, WORKLOAD_VERSION, namespace, WORKLOAD_PLURAL,
+                                                   name, active_patch(not active), _preload_content=False)
 
     def set_owner(self, kind: str, namespace: str, name: str, owner: dict) -> None:
         """Make the FineTuneJob `owner` the controller of an existing child (an output claim kept from an earlier

@@ -63,3 +63,20 @@ def queue_state(workload: Optional[dict], queue: str) -> tuple[str, str]:
                     if c.get("type") == "QuotaReserved" and c.get("status") == "False"), None)
     why = f": {pending['message']}" if pending and pending.get("message") else ""
     return "Queued", f"queued in LocalQueue {queue!r}, waiting for quota{why}"
+
+
+# Evictions that stop the trainer and start it again later (not the user's own deactivation)
+_USER_STOPS = ("Deactivated", "InactiveWorkload")
+
+
+def evictions(workload: Optional[dict]) -> int:
+    """How often Kueue stopped this job's trainer to run it again later (preempted, pods not ready in time, its
+    ClusterQueue stopped...): the Workload's `status.schedulingStats.evictions`, minus the user's own suspensions.
+    A level, not an edge: it survives operator restarts, and the status's `restarts` adds it to the pod failures."""
+    stats = ((workload or {}).get("status") or {}).get("schedulingStats") or {}
+    return sum(int(e.get("count") or 0) for e in stats.get("evictions") or [] if e.get("reason") not in _USER_STOPS)
+
+
+def is_active(workload: dict) -> bool:
+    """Whether the Workload is active (Kueue's default when `spec.active` is unset)."""
+    return (workload.get("spec") or {}).get("active", True) is not False

@@ -27,6 +27,7 @@ from pydantic import ValidationError
 
 from finetune_api.job import FineTuneJob
 from finetune_api.loading import SpecError, validate_job
+from finetune_api.serving import ServingGate
 from finetune_api.status import FineTuneJobStatus, Progress
 
 from . import kueue, names
@@ -34,6 +35,7 @@ from .cluster import ChildConflict, Cluster
 from .diagnosis import refs_of
 from .failure_policy import pods_to_stop
 from .metrics import OperatorMetrics
+from .pod_config import build_trainer_config, volume_shortfall
 from .render import render_children
 from .status import TERMINAL, Event, Observation, derive_status, transitions
 
@@ -99,6 +101,23 @@ def event_name(ftj: dict, previous: FineTuneJobStatus, event: Event, restarts: O
     return f"{ftj['metadata']['name']}.{hashlib.sha256(ident.encode()).hexdigest()[:16]}"
 
 
+def serving_gate(spec: dict) -> Optional[ServingGate]:
+    """spec.serving.gate of a watched object (validated by the CRD and parse_body; None when absent)."""
+    raw = (spec.get("serving") or {}).get("gate")
+    try:
+        return ServingGate.model_validate(raw) if raw else None
+    except ValidationError:
+        return None
+
+
+def claim_capacity(claim: Optional[dict]) -> Optional[str]:
+    """A claim's size: what it got (status.capacity), else what it asked for; None when unknown."""
+    if not claim:
+        return None
+    got = ((claim.get("status") or {}).get("capacity") or {}).get("storage")
+    return got or (((claim.get("spec") or {}).get("resources") or {}).get("requests") or {}).get("storage")
+
+
 def _rv(obj: dict) -> int:
     try:
         return int((obj.get("metadata") or {}).get("resourceVersion") or 0)
@@ -148,9 +167,14 @@ class Reconciler:
             return previous  # being deleted (foreground): its children go, none may come back
         job = world.job if _owned(world.job, uid) else None
         error, permanent = None, False
+        queue = kueue.queue_name(meta.get("labels"))
+        kq: tuple[bool, Optional[dict]] = (False, None)  # (Kueue installed, the Job's Workload)
+        warnings: list[tuple[str, str]] = []
         if previous.phase not in TERMINAL:
             try:
-                created_job = self._converge(ftj, world, job, previous)
+                if queue and job is not None:
+                    kq = self.cluster.workload(meta["namespace"], job["metadata"]["uid"])
+                created_job = self._converge(ftj, world, job, kq, warnings)
                 job = job or created_job  # created now: the status says so at once, not "creating" first
             except (SpecError, ValidationError) as e:
                 error, permanent = ("InvalidSpec", str(e)), True
@@ -168,7 +192,9 @@ class Reconciler:
             generation=meta.get("generation", 1), suspend=bool(spec.get("suspend")), nodes=nodes, job=job,
             pods=world.pods if job is not None else [], progress=world.progress, error=error,
             error_is_permanent=permanent, failed_create=world.failed_create,
-            refs=refs_of(spec, meta["namespace"], names.output_pvc_name(meta["name"])))
+            refs=refs_of(spec, meta["namespace"], names.output_pvc_name(meta["name"])),
+            queue_state=kueue.queue_state(kq[1], queue) if queue and kq[0] else None,
+            evictions=kueue.evictions(kq[1]), serving_gate=serving_gate(spec), warnings=tuple(warnings))
         now = self.clock()
         new = derive_status(obs, previous, now)
         self.phases[key] = new.phase or "Pending"
@@ -197,8 +223,13 @@ class Reconciler:
         except ValidationError:
             return FineTuneJobStatus()
 
-    def _converge(self, ftj: dict, world: World, job: Optional[dict], previous: FineTuneJobStatus) -> Optional[dict]:
+    def _converge(self, ftj: dict, world: World, job: Optional[dict], kq: tuple[bool, Optional[dict]],
+                  warnings: list[tuple[str, str]]) -> Optional[dict]:
         """Create missing children, adopt a kept output claim, mirror suspend, stop a failed group's peers.
+
+        Args:
+            kq: (Kueue installed, the Job's Workload) for a queued job.
+            warnings: (reason, message) of what creating the children found wrong but not fatal (appended).
 
         Returns:
             The Job manifest when this call created the Job, else None.
@@ -220,8 +251,11 @@ class Reconciler:
                                     f"delete or rename it")
         created_job = None
         if missing:
+            parsed = parse_body(ftj)
             manifests = {(m["kind"], m["metadata"]["name"]): m
-                         for m in render_children(parse_body(ftj), uid=uid, image=self.image)}
+                         for m in render_children(parsed, uid=uid, image=self.image)}
+            if ("Job", names.job_name(name)) in missing:
+                warnings.extend(self._volume_warnings(parsed))
             for kind, child in missing:
                 if self.cluster.create(manifests[(kind, child)]):
                     created_job = manifests[(kind, child)] if kind == "Job" else created_job
@@ -239,12 +273,13 @@ class Reconciler:
                               for c in (job.get("status") or {}).get("conditions") or []):
             return created_job
         want, have = bool(spec.get("suspend")), bool((job.get("spec") or {}).get("suspend"))
-        if kueue.queue_name(meta.get("labels")):
-            # Kueue owns a queued Job's suspend (it would undo ours): the user's wish goes to its Workload, when the
-            # status does not show it yet (Suspended, or not); without a Workload (no Kueue), to the Job itself.
-            if want != (previous.phase == "Suspended"):
-                if not self.cluster.set_workload_active(namespace, job["metadata"]["uid"], not want) and want != have:
-                    self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
+        installed, workload = kq
+        if kueue.queue_name(meta.get("labels")) and installed:
+            # Kueue owns a queued Job's suspend (it would undo ours): the user's wish goes to its Workload
+            # (deactivated: Kueue evicts it and stops the Job). Until Kueue has made the Workload, its webhook keeps
+            # the Job suspended; the next pass finds it.
+            if workload is not None and kueue.is_active(workload) == want:
+                self.cluster.set_workload_active(namespace, workload["metadata"]["name"], not want)
         elif want != have:
             self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
         nodes = int((spec.get("distributed") or {}).get("nodes", 1))
@@ -253,6 +288,21 @@ class Reconciler:
                      pod["metadata"]["name"])
             self.cluster.delete_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"])
         return created_job
+
+    def _volume_warnings(self, job: FineTuneJob) -> list[tuple[str, str]]:
+        """A warning when the output volume is smaller than the launch plan's disk peak (read once, at creation)."""
+        vol = job.spec.output.volume
+        if vol is None:
+            return []
+        capacity = vol.create.size if vol.create is not None else None
+        if vol.claim_name:
+            claim = self.cluster.read("PersistentVolumeClaim", job.metadata.namespace or "default", vol.claim_name)
+            capacity = claim_capacity(claim)
+        if not capacity:
+            return []
+        short = volume_shortfall(capacity, build_trainer_config(job))
+        return [("OutputVolumeTooSmall", f"PersistentVolumeClaim {vol.claim_name or names.output_pvc_name(job.metadata.name)}: "
+                                         + short)] if short else []
 
     @staticmethod
     def _kept_claim(kind: str, child: Child, name: str) -> bool:

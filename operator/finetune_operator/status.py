@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from finetune_api.contract import TerminationMessage
+from finetune_api.serving import READY_TO_SERVE, ServingGate, ready_to_serve
 from finetune_api.status import Condition, FineTuneJobStatus, Progress, Result
 
 from . import names
@@ -21,7 +22,7 @@ from .failure_policy import attempt, index_of, last_failure, phase_of, restarts,
 
 TERMINAL = ("Succeeded", "Failed")
 _NORMAL_REASONS = {"ChildrenCreated", "Creating", "Starting", "Scheduled", "PodsRunning", "Completed", "Resumed",
-                   "SuspendedByUser", "Queued", "Reconciled", "Restarted"}
+                   "SuspendedByUser", "Suspended", "Queued", "Deactivated", "Reconciled", "Restarted"}
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Observation:
     error_is_permanent: bool = False
     failed_create: Optional[str] = None  # the Job controller's latest FailedCreate message for the Job
     refs: Refs = field(default_factory=lambda: Refs(""))
+    queue_state: Optional[tuple[str, str]] = None  # (reason, message) from a queued job's Kueue Workload
+    evictions: int = 0  # times Kueue stopped the trainer to run it again later (its Workload's scheduling stats)
+    serving_gate: Optional[ServingGate] = None  # spec.serving.gate
+    warnings: tuple[tuple[str, str], ...] = ()  # (reason, message): found wrong but not fatal (a small volume)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,8 @@ def result_of(pods: list[dict]) -> Optional[Result]:
         doc = termination_doc(pod)
         if doc and doc.outcome == "Succeeded" and doc.output_path:
             return Result(output_path=doc.output_path, manifest_sha256=doc.manifest_sha256, steps=doc.steps,
-                          final_loss=doc.final_loss, final_eval_loss=doc.final_eval_loss)
+                          final_loss=doc.final_loss, final_eval_loss=doc.final_eval_loss,
+                          eval_exact_match=doc.eval_exact_match)
     return None
 
 
@@ -145,9 +151,10 @@ def _phase(obs: Observation, previous: FineTuneJobStatus) -> tuple[str, dict[str
                    + "; set it to false to resume from the last checkpoint")
             return "Suspended", conds | {"Suspended": ("True", "SuspendedByUser", msg), "Running": ("False", "Suspended", msg)}
         queue = ((job.get("metadata") or {}).get("labels") or {}).get(names.QUEUE_LABEL)
-        msg = (f"queued: the Job waits for admission by Kueue queue {queue!r}" if queue
-               else "the Job is suspended by another controller; waiting for it to be resumed")
-        return "Pending", conds | {"Suspended": ("True", "Queued", msg), "Running": ("False", "Queued", msg)}
+        reason, msg = obs.queue_state or ("Queued", f"queued: the Job waits for admission by Kueue queue {queue!r}"
+                                          if queue else "the Job is suspended by another controller; waiting for "
+                                          "it to be resumed")
+        return "Pending", conds | {"Suspended": ("True", reason, msg), "Running": ("False", reason, msg)}
     conds |= {"Suspended": ("False", "Resumed", "spec.suspend is false")}
     live = [p for p in pods if not (p.get("metadata") or {}).get("deletionTimestamp")]
     running = len({index_of(p) for p in live if phase_of(p) == "Running"})
@@ -160,7 +167,7 @@ def _phase(obs: Observation, previous: FineTuneJobStatus) -> tuple[str, dict[str
         conds |= {"Scheduled": ("True", "Scheduled", "all trainer pods were scheduled"),
                   "Running": ("True", "PodsRunning", msg)}
         if "Restarting" in {c.type for c in previous.conditions}:
-            conds["Restarting"] = ("False", "Restarted", f"running again after {restarts(pods)} restart(s)")
+            conds["Restarting"] = ("False", "Restarted", f"running again after {restarts(pods) + obs.evictions} restart(s)")
         return "Running", conds
     problem: Optional[Problem] = diagnose(pods, obs.failed_create, obs.nodes, obs.refs)
     if problem is not None:
@@ -198,6 +205,8 @@ def derive_status(obs: Observation, previous: Optional[FineTuneJobStatus], now: 
     """
     previous = previous or FineTuneJobStatus()
     phase, conds = _phase(obs, previous)
+    for reason, message in obs.warnings:
+        conds["OutputVolume"] = ("False", reason, message)
     if obs.error and not obs.error_is_permanent and obs.job is not None:
         conds["Reconciled"] = ("False", *obs.error)
     elif "Reconciled" in {c.type for c in previous.conditions}:
@@ -208,13 +217,15 @@ def derive_status(obs: Observation, previous: Optional[FineTuneJobStatus], now: 
             del conds[ctype]  # "resumed" or "not restarting" only mean something after a suspension or a restart
     job_status = (obs.job or {}).get("status") or {}
     result = result_of(obs.pods) if phase == "Succeeded" else None
+    if phase == "Succeeded":
+        conds[READY_TO_SERVE] = tuple(ready_to_serve(obs.serving_gate, result or previous.result))
     completion = None
     if phase in TERMINAL:
         finished = max((terminated(p) or {}).get("finishedAt") or "" for p in obs.pods) if obs.pods else ""
         completion = job_status.get("completionTime") or previous.completion_time or finished or now
     lead = {"Succeeded": "Succeeded", "Failed": "Failed", "Suspended": "Suspended", "Restarting": "Restarting"}.get(phase)
     msg = conds[lead][2] if lead else conds.get("Running", conds.get("Created", ("", "", "")))[2]
-    count = restarts(obs.pods)
+    count = restarts(obs.pods) + obs.evictions
     return FineTuneJobStatus(
         phase=phase,
         conditions=_merge(previous.conditions, conds, now, obs.generation),
@@ -249,6 +260,9 @@ def transitions(previous: Optional[FineTuneJobStatus], new: FineTuneJobStatus) -
                 events.append(Event("Warning", "Restarting", c.message))
             continue
         if c.type in ("Failed", "Succeeded"):
+            continue
+        if c.type == "Suspended" and c.status == "True" and c.reason == "Preempted" and changed:
+            events.append(Event("Warning", "Preempted", c.message))
             continue
         if changed and c.status == "False" and c.reason not in _NORMAL_REASONS \
                 and c.reason not in {e.reason for e in events}:

@@ -39,9 +39,11 @@ def merge(target: dict, patch: dict) -> dict:
 class FakeCluster:
     """Objects by (kind, name), the FineTuneJob's status, Events by name; every write recorded in `calls`."""
 
-    def __init__(self, ftj: dict, fail_on: Optional[dict] = None):
+    def __init__(self, ftj: dict, fail_on: Optional[dict] = None, kueue: tuple = (False, None),
+                 objects: Optional[dict] = None):
         self.ftj = copy.deepcopy(ftj)
-        self.objects: dict[tuple[str, str], dict] = {}
+        self.objects: dict[tuple[str, str], dict] = copy.deepcopy(objects or {})
+        self.kueue = kueue  # (Kueue installed, the Job's Workload)
         self.events: dict[str, dict] = {}
         self.calls: list[tuple] = []
         self.fail_on = fail_on or {}  # call name -> ApiException status to raise
@@ -70,9 +72,12 @@ class FakeCluster:
     def delete_pod(self, namespace: str, name: str, uid: str) -> None:
         self.calls.append(("delete_pod", name))
 
-    def set_workload_active(self, namespace: str, job_uid: str, active: bool) -> bool:
+    def workload(self, namespace: str, job_uid: str) -> tuple[bool, Optional[dict]]:
+        self.calls.append(("read_workload", job_uid))
+        return self.kueue[0], copy.deepcopy(self.kueue[1])
+
+    def set_workload_active(self, namespace: str, name: str, active: bool) -> None:
         self.calls.append(("workload_active", active))
-        return True
 
     def set_owner(self, kind: str, namespace: str, name: str, owner: dict) -> None:
         self.calls.append(("set_owner", kind, name, owner["uid"]))

@@ -39,6 +39,22 @@ class Case:
     message: str = ""  # a fragment of status.message
     absent: list = field(default_factory=list)  # dotted status keys that must not be there afterwards
     fail_on: dict = field(default_factory=dict)
+    kueue: tuple = (False, None)  # (Kueue installed, the Job's Workload)
+    objects: dict = field(default_factory=dict)  # what cluster.read finds: (kind, name) -> object
+    values: dict = field(default_factory=dict)  # dotted status key -> value it must have
+
+
+def workload(active: bool = True, evicted: Optional[str] = None, evictions: int = 0,
+             pending: Optional[str] = None) -> dict:
+    """A Kueue Workload as its controller leaves it (v1beta2): evicted for a reason, evictions counted."""
+    conds = []
+    if evicted:
+        conds.append({"type": "Evicted", "status": "True", "reason": evicted, "message": f"{evicted} by test"})
+    if pending:
+        conds.append({"type": "QuotaReserved", "status": "False", "reason": "Pending", "message": pending})
+    stats = {"evictions": [{"reason": "Preempted", "underlyingCause": "", "count": evictions}]} if evictions else {}
+    return {"metadata": {"name": "job-demo-abc12"}, "spec": {"active": active},
+            "status": {"conditions": conds} | ({"schedulingStats": stats} if stats else {})}
 
 
 CASES = {
@@ -86,11 +102,82 @@ CASES = {
         writes=[("suspend", "demo", True)]),
     "a Kueue-queued Job is left for Kueue to resume": Case(
         world(make_ftj(labels={names.QUEUE_LABEL: "q"}), make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})),
-        "Pending", {"Suspended": ("True", "Queued")}, events=[("Normal", "Pending")]),
+        "Pending", {"Suspended": ("True", "Queued")}, events=[("Normal", "Pending")],
+        kueue=(True, workload(pending="couldn't assign flavors to pod set main: insufficient quota")),
+        message="waiting for quota: couldn't assign flavors"),
     "suspending a queued job deactivates its Kueue Workload, not the Job (Kueue would undo that)": Case(
         world(make_ftj(status=RUNNING, labels={names.QUEUE_LABEL: "q"}, suspend=True),
               make_job(labels={names.QUEUE_LABEL: "q"}), [make_pod()]),
-        "Running", writes=[("workload_active", False)]),
+        "Running", writes=[("workload_active", False)], kueue=(True, workload())),
+    "a queued job created suspended: its Workload is deactivated as soon as Kueue makes it": Case(
+        world(make_ftj(labels={names.QUEUE_LABEL: "q"}, suspend=True,
+                       status={"phase": "Suspended", "observedGeneration": 1}),
+              make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})),
+        "Suspended", writes=[("workload_active", False)], kueue=(True, workload())),
+    "resuming a queued job activates its Workload again (the status said Suspended)": Case(
+        world(make_ftj(labels={names.QUEUE_LABEL: "q"}, status={"phase": "Suspended", "observedGeneration": 1}),
+              make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})),
+        "Pending", writes=[("workload_active", True)], kueue=(True, workload(active=False, evicted="Deactivated")),
+        events=[("Normal", "Pending")]),
+    "queued job before Kueue made its Workload: nothing written (Kueue's webhook holds the Job)": Case(
+        world(make_ftj(status=RUNNING, labels={names.QUEUE_LABEL: "q"}), make_job(suspend=True,
+                                                                               labels={names.QUEUE_LABEL: "q"})),
+        "Pending", writes=[], kueue=(True, None), events=[("Normal", "Pending")]),
+    "queue label without Kueue installed: suspend goes to the Job": Case(
+        world(make_ftj(status=RUNNING, labels={names.QUEUE_LABEL: "q"}, suspend=True),
+              make_job(labels={names.QUEUE_LABEL: "q"}), [make_pod()]),
+        "Running", writes=[("suspend", "demo", True)], kueue=(False, None)),
+    "preempted by Kueue: Pending, Suspended=Preempted, a Warning, one restart": Case(
+        world(make_ftj(status=RUNNING, labels={names.QUEUE_LABEL: "q"}),
+              make_job(suspend=True, labels={names.QUEUE_LABEL: "q"})),
+        "Pending", {"Suspended": ("True", "Preempted")}, events=[("Warning", "Preempted")],
+        kueue=(True, workload(evicted="Preempted", evictions=1)), values={"restarts": 1},
+        message="resumes from it when the ClusterQueue admits the job again"),
+    "readmitted after a preemption: Running again, the restart counted": Case(
+        world(make_ftj(labels={names.QUEUE_LABEL: "q"}, status={
+            "phase": "Pending", "observedGeneration": 1, "restarts": 1, "conditions": [
+                {"type": "Suspended", "status": "True", "reason": "Preempted", "message": "x",
+                 "lastTransitionTime": "2025-01-01T00:05:00Z"}]}),
+              make_job(labels={names.QUEUE_LABEL: "q"}), [make_pod()]),
+        "Running", {"Suspended": ("False", "Resumed")}, events=[("Normal", "Running")],
+        kueue=(True, workload(evictions=1)), values={"restarts": 1}),
+    "succeeded without a gate: ReadyToServe": Case(
+        world(make_ftj(status=RUNNING), make_job(conditions=[("Complete", "CompletionsReached", "")]),
+              [make_pod(phase="Succeeded", term={"exitCode": 0, "message": json.dumps(RESULT)})]),
+        "Succeeded", {"ReadyToServe": ("True", "NoGate")}, events=[("Normal", "Succeeded")]),
+    "succeeded but the held-out loss misses spec.serving.gate: not ready, a Warning": Case(
+        world(make_ftj(status=RUNNING, serving={"gate": {"maxEvalLoss": 0.4}}),
+              make_job(conditions=[("Complete", "CompletionsReached", "")]),
+              [make_pod(phase="Succeeded", term={"exitCode": 0, "message": json.dumps(
+                  RESULT | {"finalEvalLoss": 0.61, "evalExactMatch": 0.25})})]),
+        "Succeeded", {"ReadyToServe": ("False", "GateFailed")},
+        events=[("Warning", "GateFailed"), ("Normal", "Succeeded")],
+        values={"result.finalEvalLoss": 0.61, "result.evalExactMatch": 0.25}),
+    "succeeded, the gate meets its thresholds: ready": Case(
+        world(make_ftj(status=RUNNING, serving={"gate": {"maxEvalLoss": 0.7, "minExactMatch": 0.2}}),
+              make_job(conditions=[("Complete", "CompletionsReached", "")]),
+              [make_pod(phase="Succeeded", term={"exitCode": 0, "message": json.dumps(
+                  RESULT | {"finalEvalLoss": 0.61, "evalExactMatch": 0.25})})]),
+        "Succeeded", {"ReadyToServe": ("True", "GatePassed")}, events=[("Normal", "Succeeded")]),
+    "a gate on a metric the run did not report: MetricMissing": Case(
+        world(make_ftj(status=RUNNING, serving={"gate": {"minExactMatch": 0.5}}),
+              make_job(conditions=[("Complete", "CompletionsReached", "")]),
+              [make_pod(phase="Succeeded", term={"exitCode": 0, "message": json.dumps(RESULT)})]),
+        "Succeeded", {"ReadyToServe": ("False", "MetricMissing")},
+        events=[("Warning", "MetricMissing"), ("Normal", "Succeeded")]),
+    "an output claim smaller than the plan's disk peak: a warning naming the claim": Case(
+        world(make_ftj(model={"hubId": "meta-llama/Llama-3.1-8B"}, method={"type": "full"},
+                       output={"path": "o", "volume": {"claimName": "small"}})),
+        "Pending", {"OutputVolume": ("False", "OutputVolumeTooSmall")},
+        creates=["ServiceAccount", "ConfigMap", "Service", "Job"], events=[("Warning", "OutputVolumeTooSmall")],
+        objects={("PersistentVolumeClaim", "small"): {"spec": {"resources": {"requests": {"storage": "20Gi"}}},
+                                                      "status": {"capacity": {"storage": "20Gi"}}}}),
+    "an output claim that holds the plan's peak: no warning": Case(
+        world(make_ftj(model={"hubId": "meta-llama/Llama-3.1-8B"}, method={"type": "full"},
+                       output={"path": "o", "volume": {"claimName": "big"}})),
+        "Pending", creates=["ServiceAccount", "ConfigMap", "Service", "Job"], events=[("Normal", "Pending")],
+        objects={("PersistentVolumeClaim", "big"): {"status": {"capacity": {"storage": "2Ti"}}}},
+        absent=["conditions.OutputVolume"]),
     "pod finished before the Job says Complete: Succeeded, not Pending": Case(
         world(make_ftj(status=RUNNING), make_job(), [make_pod(phase="Succeeded", term={"exitCode": 0})]),
         "Succeeded", events=[("Normal", "Succeeded")]),
@@ -146,7 +233,7 @@ def _get(status: dict, dotted: str):
 @pytest.mark.parametrize("name", list(CASES))
 def test_reconciler(name):
     case = CASES[name]
-    cluster = FakeCluster(case.world.ftj, case.fail_on)
+    cluster = FakeCluster(case.world.ftj, case.fail_on, case.kueue, case.objects)
     Reconciler(cluster, "img:1", clock=lambda: NOW).reconcile(case.world)
     status = cluster.ftj.get("status") or {}
     assert status.get("phase") == case.phase, json.dumps(status, indent=1)
@@ -157,6 +244,8 @@ def test_reconciler(name):
     assert others == case.writes
     assert [(e["type"], e["reason"]) for e in cluster.events.values()] == case.events
     assert case.message in (status.get("message") or ""), status.get("message")
+    for key, value in case.values.items():
+        assert _get(status, key) == value, f"{key}: {json.dumps(status, indent=1)}"
     for key in case.absent:
         assert _get(status, key) is None, f"{key} still in status: {json.dumps(status, indent=1)}"
 
