@@ -23,9 +23,9 @@ from conftest import cluster_bin_dir
 from controlplane import ControlPlane, wait_for
 from kueue import Kueue, KueueControlPlane, kueue_dir
 from pod_behaviour import kubelet_reports, runs_long
-from scenario import children, condition, ftj, get_ftj, install_crd, running_operator, wait_phase, wait_status
+from scenario import (children, condition, events, ftj, get_ftj, install_crd, running_operator, wait_phase,
+                      wait_status)
 
-from finetune_api.status import FineTuneJobStatus
 
 REPO = Path(__file__).resolve().parents[2]
 QUEUES = REPO / "examples" / "kueue" / "queues.yaml"
@@ -78,10 +78,10 @@ def submit(cp: ControlPlane, tmp_path: Path, name: str, ns: str, priority: str =
     assert res.returncode == 0, res.stderr
 
 
-def queued(obj: dict) -> bool:
+def queued(obj: dict, reason: str = "Queued") -> bool:
     c = condition(obj, "Suspended") or {}
     return (obj.get("status") or {}).get("phase") == "Pending" and c.get("status") == "True" and c.get("reason") == \
-        "Queued"
+        reason
 
 
 def pods(cp: ControlPlane, ns: str, name: str, live: bool = True) -> list[dict]:
@@ -104,7 +104,8 @@ def test_the_gpu_quota_admits_finetunejobs_in_order(kcp, queue, tmp_path):
     wait_phase(kcp, "first", ns, "Running")
     submit(kcp, tmp_path, "second", ns)
     obj = wait_status(kcp, "second", ns, queued, "queued behind the first (2 of 2 GPUs taken)")
-    assert "Kueue queue 'team-a'" in condition(obj, "Suspended")["message"]
+    said = condition(obj, "Suspended")["message"]  # Kueue's own reason, from the Workload
+    assert "LocalQueue 'team-a'" in said and "insufficient unused quota for nvidia.com/gpu" in said, said
     job = children(kcp, ns, "second")["jobs"][0]
     assert job["spec"]["suspend"] is True and not pods(kcp, ns, "second", live=False)  # Kueue's webhook held it
     res = finetune(kcp, "list", "-n", ns)
@@ -122,7 +123,11 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_when_readmit
     first_pod = pods(kcp, ns, "low")[0]["metadata"]["uid"]
     submit(kcp, tmp_path, "high", ns, "high-priority")
 
-    obj = wait_status(kcp, "low", ns, queued, "the low-priority job preempted back into the queue", timeout=120)
+    obj = wait_status(kcp, "low", ns, lambda o: queued(o, "Preempted"),
+                      "the low-priority job preempted back into the queue", timeout=120)
+    assert "preempted by Kueue" in obj["status"]["message"] and obj["status"]["restarts"] == 1, obj["status"]
+    warned = [e for e in events(kcp, "low", ns) if e["type"] == "Warning" and e["reason"] == "Preempted"]
+    assert len(warned) == 1, events(kcp, "low", ns)
     wait_for(lambda: not pods(kcp, ns, "low"), 60, "the preempted job's pods to stop")
     assert children(kcp, ns, "low")["jobs"][0]["spec"]["suspend"] is True
     wait_phase(kcp, "high", ns, "Running")
@@ -134,8 +139,7 @@ def test_a_higher_priority_job_preempts_a_running_one_which_resumes_when_readmit
     obj = wait_phase(kcp, "low", ns, "Running", timeout=120)  # readmitted: new pods, resuming the checkpoint
     again = pods(kcp, ns, "low")
     assert again and again[0]["metadata"]["uid"] != first_pod
-    if "restarts" in FineTuneJobStatus.model_fields:  # status.restarts, where the operator counts restarts
-        wait_status(kcp, "low", ns, lambda o: (o.get("status") or {}).get("restarts") == 1, "restarts 1")
+    assert obj["status"]["restarts"] == 1, obj["status"]  # the preemption, counted once (Kueue's eviction stats)
 
 
 def test_cancel_and_resume_of_a_queued_job_go_through_its_kueue_workload(kcp, queue, tmp_path):
