@@ -29,6 +29,10 @@ class Refs:
     claims: dict[str, str] = field(default_factory=dict)  # claim name -> spec field
     secrets: dict[str, str] = field(default_factory=dict)  # Secret name -> spec field
     priority_class: Optional[str] = None
+    # read by the reconciler only while a pod waits on a claim (the scheduler names one cause, not always the
+    # missing claim): which of `claims` do not exist, which exist unbound
+    missing_claims: tuple[str, ...] = ()
+    unbound_claims: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -130,14 +134,16 @@ def unschedulable(pods: list[dict], refs: Refs) -> Optional[Problem]:
                 continue
             msg, name = (c.get("message") or "").strip(), pod["metadata"]["name"]
             m = re.search(r'persistentvolumeclaim "([^"]+)" not found', msg)
-            if m:
-                where = refs.claims.get(m.group(1), "a volume of the pod")
+            missing = m.group(1) if m else (refs.missing_claims[0] if refs.missing_claims and waits_on_claims(msg)
+                                            else None)
+            if missing:
+                where = refs.claims.get(missing, "a volume of the pod")
                 return Problem("Scheduled", "PersistentVolumeClaimNotFound",
-                               f'PersistentVolumeClaim "{m.group(1)}" ({where}) not found in namespace '
+                               f'PersistentVolumeClaim "{missing}" ({where}) not found in namespace '
                                f"{refs.namespace}: create it or fix the claim name (no node capacity is missing); "
                                f"pod {name}: {msg}")
             if "unbound" in msg and "PersistentVolumeClaim" in msg:
-                claims = ", ".join(sorted(refs.claims)) or "of the pod"
+                claims = ", ".join(sorted(refs.unbound_claims or refs.claims)) or "of the pod"
                 return Problem("Scheduled", "PersistentVolumeClaimNotBound",
                                f"the PersistentVolumeClaims ({claims}) are not all bound to a volume: see kubectl -n "
                                f"{refs.namespace} get pvc (a StorageClass that provisions them, or a matching "
@@ -146,6 +152,17 @@ def unschedulable(pods: list[dict], refs: Refs) -> Optional[Problem]:
                            f"pod {name} waits for a node with {_requests(pod)} free: {msg} Free that capacity, "
                            f"add nodes, or lower spec.distributed.gpusPerNode / spec.resources.")
     return None
+
+
+def waits_on_claims(message: str) -> bool:
+    """Whether a scheduler message says the pod waits on its PersistentVolumeClaims (missing or unbound)."""
+    return "persistentvolumeclaim" in message.lower()
+
+
+def claims_in_question(pods: list[dict]) -> bool:
+    """Whether any active pod cannot be placed because of its claims (then the reconciler reads them)."""
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "False" and waits_on_claims(c.get("message") or "")
+               for p in pods if is_active(p) for c in (p.get("status") or {}).get("conditions") or [])
 
 
 def diagnose(pods: list[dict], failed_create_message: Optional[str], nodes: int, refs: Refs) -> Optional[Problem]:

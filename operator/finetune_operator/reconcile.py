@@ -19,7 +19,7 @@ import datetime as dt
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Optional
 
 from kubernetes.client import ApiException
@@ -32,7 +32,7 @@ from finetune_api.status import FineTuneJobStatus, Progress
 
 from . import kueue, names
 from .cluster import ChildConflict, Cluster
-from .diagnosis import refs_of
+from .diagnosis import Refs, claims_in_question, refs_of
 from .failure_policy import pods_to_stop
 from .metrics import OperatorMetrics
 from .pod_config import build_trainer_config, volume_shortfall
@@ -188,11 +188,12 @@ class Reconciler:
             self.phases[key] = previous.phase
             return previous  # finished, and nothing left to read a late result from
         nodes = int((spec.get("distributed") or {}).get("nodes", 1))
+        obs_pods = world.pods if job is not None else []
         obs = Observation(
             generation=meta.get("generation", 1), suspend=bool(spec.get("suspend")), nodes=nodes, job=job,
             pods=world.pods if job is not None else [], progress=world.progress, error=error,
             error_is_permanent=permanent, failed_create=world.failed_create,
-            refs=refs_of(spec, meta["namespace"], names.output_pvc_name(meta["name"])),
+            refs=self._refs(spec, meta["namespace"], names.output_pvc_name(meta["name"]), obs_pods),
             queue_state=kueue.queue_state(kq[1], queue) if queue and kq[0] else None,
             evictions=kueue.evictions(kq[1]), serving_gate=serving_gate(spec), warnings=tuple(warnings))
         now = self.clock()
@@ -288,6 +289,24 @@ class Reconciler:
                      pod["metadata"]["name"])
             self.cluster.delete_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"])
         return created_job
+
+    def _refs(self, spec: dict, namespace: str, output_claim: str, pods: list[dict]) -> Refs:
+        """What the pods depend on; while a pod waits on its claims, which of them are missing or unbound (read
+        here, once per pass in that state only: the scheduler's message names one cause, not the missing claim)."""
+        refs = refs_of(spec, namespace, output_claim)
+        if not refs.claims or not claims_in_question(pods):
+            return refs
+        missing, unbound = [], []
+        for claim in sorted(refs.claims):
+            try:
+                got = self.cluster.read("PersistentVolumeClaim", namespace, claim)
+            except ApiException:
+                return refs
+            if got is None:
+                missing.append(claim)
+            elif ((got.get("status") or {}).get("phase")) != "Bound":
+                unbound.append(claim)
+        return replace(refs, missing_claims=tuple(missing), unbound_claims=tuple(unbound))
 
     def _volume_warnings(self, job: FineTuneJob) -> list[tuple[str, str]]:
         """A warning when the output volume is smaller than the launch plan's disk peak (read once, at creation)."""

@@ -108,6 +108,7 @@ def test_job_runs_to_succeeded_with_conditions_events_and_result(cp, operator, n
     assert st["observedGeneration"] == obj["metadata"]["generation"]
     assert st["startTime"] and st["completionTime"]
     assert st["result"] == {"outputPath": "/tmp/out", "manifestSha256": "a" * 64, "steps": 10, "finalLoss": 0.5}
+    assert (condition(obj, "ReadyToServe")["status"], condition(obj, "ReadyToServe")["reason"]) == ("True", "NoGate")
     reasons = [e["reason"] for e in events(cp, "ok", namespace)]
     # straight from Running to Succeeded: no "Pending" while the Job controller catches up with the finished pod
     assert [r for r in reasons if r in ("Pending", "Running", "Succeeded")][-2:] == ["Running", "Succeeded"], reasons
@@ -116,6 +117,22 @@ def test_job_runs_to_succeeded_with_conditions_events_and_result(cp, operator, n
     assert [p["spec"]["nodeName"] for p in pods] == [own_node]
     res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")
     assert "Succeeded" in res.stdout and "100%" in res.stdout
+
+
+def test_a_result_that_misses_spec_serving_gate_is_not_ready_to_serve(cp, operator, namespace, own_node):
+    doc = {"steps": 10, "finalLoss": 0.5, "finalEvalLoss": 1.61, "evalExactMatch": 0.12, "outputPath": "/tmp/out",
+           "manifestSha256": "b" * 64}
+    obj = finishes(after="1s", result=doc).on(ftj("gated", namespace, node=own_node, serving={
+        "gate": {"maxEvalLoss": 1.2, "minExactMatch": 0.1}}, dataset={
+        "paths": ["/opt/data/train.jsonl"], "format": "messages", "validationSplit": 0.1}))
+    assert apply(cp, obj).returncode == 0
+    obj = wait_phase(cp, "gated", namespace, "Succeeded")
+    ready = condition(obj, "ReadyToServe")
+    assert (ready["status"], ready["reason"]) == ("False", "GateFailed"), ready
+    assert "eval loss 1.61 is not <= 1.2" in ready["message"] and "exact match 0.12 >= 0.1" in ready["message"], ready
+    assert obj["status"]["result"]["evalExactMatch"] == 0.12
+    warned = [e for e in events(cp, "gated", namespace) if e["reason"] == "GateFailed"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning", warned
 
 
 def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namespace, own_node):

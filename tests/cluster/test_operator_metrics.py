@@ -56,8 +56,12 @@ def test_prometheus_sees_the_operators_jobs_by_phase_and_the_failed_alert(contro
                 names = set(METRIC.findall(expr))
                 if not names:
                     continue
-                result = prometheus.query(expr.replace("$__rate_interval", "1m"))  # status success
-                if names <= exported:  # the operator exports every metric the query names
-                    assert result, f"{title}: {expr} returned nothing from the live operator"
+                query = expr.replace("$__rate_interval", "1m")
+                if names <= exported:  # the operator exports every metric the query names: a rate needs two
+                    # scrapes of the series, which a loaded machine may not have made yet
+                    prometheus.wait_for(f"{title}: {expr} to return something from the live operator",
+                                        lambda: prometheus.query(query), timeout=30)
+                else:
+                    prometheus.query(query)  # status success
     finally:
         cp.kubectl("delete", "node", node, "--wait=false")

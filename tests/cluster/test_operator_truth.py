@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 from controlplane import ControlPlane, wait_for
 from pod_behaviour import fails, runs_long, waits
-from scenario import apply, children, condition, events, ftj, get_ftj, install_crd, running_operator, wait_status
+from scenario import (apply, children, condition, events, ftj, get_ftj, install_crd, provide_volume, running_operator,
+                      wait_status)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +122,24 @@ def test_a_running_trainer_announces_running_once(cp, operator, namespace, own_n
     reasons = [e["reason"] for e in events(cp, "once", namespace)]
     assert reasons.count("Running") == 1 and reasons.count("Pending") <= 1, reasons
     assert get_ftj(cp, "once", namespace)["status"]["phase"] == "Running"
+
+
+def test_an_output_claim_smaller_than_the_plans_disk_peak_warns_naming_it(cp, operator, namespace, own_node):
+    """A full fine-tune of an 8B model writes ~90 GiB per resumable checkpoint: a 5Gi claim would end in DiskFull
+    hours later. The operator says so when it creates the Job (condition OutputVolume, one Warning), and the job
+    still starts (the user may have set checkpoints to fit)."""
+    cp.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "small", "namespace": namespace},
+              "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                       "resources": {"requests": {"storage": "5Gi"}}}})
+    provide_volume(cp, namespace, "small", "5Gi")
+    obj = ftj("smallvol", namespace, node=own_node, model={"hubId": "meta-llama/Llama-3.1-8B"}, method={"type": "full"},
+              output={"path": "out", "volume": {"claimName": "small"}})
+    assert apply(cp, obj).returncode == 0
+    got = wait_status(cp, "smallvol", namespace,
+                      lambda o: (condition(o, "OutputVolume") or {}).get("reason") == "OutputVolumeTooSmall",
+                      "the OutputVolume warning", timeout=60)
+    msg = condition(got, "OutputVolume")["message"]
+    assert "PersistentVolumeClaim small" in msg and "(5Gi)" in msg and "keepLastCheckpoints" in msg, msg
+    assert children(cp, namespace, "smallvol")["jobs"], "the Job is created all the same"
+    warned = [e for e in events(cp, "smallvol", namespace) if e["reason"] == "OutputVolumeTooSmall"]
+    assert len(warned) == 1 and warned[0]["type"] == "Warning", warned

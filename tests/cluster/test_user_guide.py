@@ -18,7 +18,7 @@ import yaml
 from cli_process import cli_env
 from controlplane import ControlPlane, wait_for
 from pod_behaviour import runs_long
-from scenario import get_ftj, install_crd, running_operator, wait_phase
+from scenario import get_ftj, install_crd, running_operator, wait_phase, wait_status
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from support.user_guide import blocks  # noqa: E402
@@ -121,21 +121,19 @@ def test_suspend_resume_delete(cp, operator, shell):
     wait_for(lambda: get_ftj(cp, "llama-lora", ns) is None, 60, "llama-lora deleted")
 
 
-def test_a_missing_claim_is_named(cp, operator, shell):
-    ns = shell.namespace  # no finetune-data claim in this namespace
+def test_an_output_claim_without_a_volume_is_named(cp, operator, shell):
+    ns = shell.namespace  # nothing here provisions the output claim the operator creates (no StorageClass)
     ok(shell(blocks()["submit"].commands[0]))
     ok(shell(f"finetune submit {EXAMPLE.relative_to(REPO)}"))
 
-    def waiting():
-        st = (get_ftj(cp, "llama-lora", ns) or {}).get("status") or {}
-        return any(c["type"] == "Scheduled" and c["reason"] == "Unschedulable" for c in st.get("conditions", []))
-
-    wait_for(waiting, 90, "llama-lora to wait for its claim")
+    wait_status(cp, "llama-lora", ns, lambda o: any(
+        c["type"] == "Scheduled" and c["reason"] == "PersistentVolumeClaimNotBound"
+        for c in (o.get("status") or {}).get("conditions", [])), "llama-lora to wait for its claim")
     status, events, describe = blocks()["troubleshoot"].commands
     out = ok(shell(status))
-    assert "Unschedulable" in out and 'persistentvolumeclaim "finetune-data" not found' in out, out
-    assert "Unschedulable" in ok(shell(events))
-    assert "finetune-data" in ok(shell(describe))
+    assert "PersistentVolumeClaimNotBound" in out and "(llama-lora-output)" in out and "StorageClass" in out, out
+    assert "PersistentVolumeClaimNotBound" in ok(shell(events))
+    assert "llama-lora-output" in ok(shell(describe))
 
 
 def test_a_missing_priority_class_shows_in_the_events(cp, operator, shell):

@@ -57,6 +57,20 @@ def workload(active: bool = True, evicted: Optional[str] = None, evictions: int 
             "status": {"conditions": conds} | ({"schedulingStats": stats} if stats else {})}
 
 
+def unplaced(message: str) -> dict:
+    """A pending trainer pod the scheduler could not place, saying `message`."""
+    pod = make_pod(phase="Pending")
+    pod["status"]["conditions"] = [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+                                    "message": message}]
+    pod["status"]["containerStatuses"] = []
+    return pod
+
+
+CLAIMS_SPEC = dict(dataset={"paths": ["train.jsonl"], "format": "messages", "volume": {"claimName": "finetune-data"}},
+                   output={"path": "o", "volume": {"create": {"size": "1Gi"}}})
+SCHEDULER_ON_CLAIMS = "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. not found"
+
+
 CASES = {
     "new job: every child created, then Pending": Case(
         world(make_ftj()), "Pending", {"Created": ("True", "ChildrenCreated"), "Running": ("False", "Starting")},
@@ -205,6 +219,17 @@ CASES = {
                         term={"exitCode": 1, "reason": "Error", "finishedAt": "2025-01-01T00:05:00Z"})]),
         "Restarting", writes=[("delete_pod", "demo-0-run0")], events=[("Warning", "Restarting")],
         message="restarting all trainer pods together"),
+    "a missing data claim is named, though the scheduler speaks of unbound claims": Case(
+        world(make_ftj(**CLAIMS_SPEC), make_job(), [unplaced(SCHEDULER_ON_CLAIMS)], children=all_children(pvc=True)),
+        "Pending", {"Scheduled": ("False", "PersistentVolumeClaimNotFound")},
+        events=[("Warning", "PersistentVolumeClaimNotFound")], message='"finetune-data" (spec.dataset.volume.claimName)',
+        objects={("PersistentVolumeClaim", "demo-output"): {"status": {"phase": "Pending"}}}),
+    "every claim exists but one is unbound: that one is named": Case(
+        world(make_ftj(**CLAIMS_SPEC), make_job(), [unplaced(SCHEDULER_ON_CLAIMS)], children=all_children(pvc=True)),
+        "Pending", {"Scheduled": ("False", "PersistentVolumeClaimNotBound")},
+        events=[("Warning", "PersistentVolumeClaimNotBound")], message="PersistentVolumeClaims (demo-output)",
+        objects={("PersistentVolumeClaim", "demo-output"): {"status": {"phase": "Pending"}},
+                 ("PersistentVolumeClaim", "finetune-data"): {"status": {"phase": "Bound"}}}),
     "output claim kept from an earlier job is reused, not a conflict": Case(
         world(make_ftj(output={"path": "o", "volume": {"create": {"size": "1Gi"}}}), None,
               children={("PersistentVolumeClaim", "demo-output"): Child(frozenset(), {
