@@ -255,6 +255,16 @@ class RealNode:
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
+    def kill(self, container_id: str, sig: str = "KILL") -> None:
+        """Send `sig` to a running container's first process (runc), as a crash or the kernel's OOM killer ends
+        it: no grace period, nothing in the pod's spec is asked. `container_id` as in the pod's status
+        (`containerd://<id>`) or bare."""
+        cid = container_id.split("://")[-1]
+        root = self.dir / "containerd" / "runc" / "k8s.io"
+        res = subprocess.run(["runc", "--root", str(root), "kill", cid, sig], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ControlPlaneError(f"runc kill {cid} {sig}: {res.stderr.strip()}")
+
     # ---------------------------------------------------------------- images
     def load_images(self, refs: list[str]) -> None:
         """Copy images from the build store into containerd's (`buildah push` streamed into `ctr images import`),
