@@ -90,12 +90,13 @@ def checkpoints(out: Path) -> list[int]:
 
 
 class PodWatch:
-    """`kubectl get pods -w` on one FineTuneJob's pods, in the background: every pod's trainer container as it
-    ended (exit code, reason, termination message), even for a pod deleted right after (suspend deletes them)."""
+    """`kubectl get pods -w` on one FineTuneJob's pods (or those `selector` selects), in the background: every pod's
+    first container as it ended (exit code, reason, termination message), even for a pod deleted right after
+    (suspend deletes them)."""
 
-    def __init__(self, cp: ControlPlane, namespace: str, job: str):
-        self.cmd = [str(cp.bin_dir / "kubectl"), "get", "pods", "-n", namespace, "-l", f"finetune.io/job-name={job}",
-                    "--watch", "-o", "json"]
+    def __init__(self, cp: ControlPlane, namespace: str, job: str = "", selector: str = ""):
+        self.cmd = [str(cp.bin_dir / "kubectl"), "get", "pods", "-n", namespace, "-l",
+                    selector or f"finetune.io/job-name={job}", "--watch", "-o", "json"]
         self.env = cp.env
         self.ended: dict[str, dict] = {}  # pod name -> containerStatuses[0].state.terminated
         self.seen: list[str] = []  # pod names in the order they appeared
