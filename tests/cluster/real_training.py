@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 
 import yaml
-from controlplane import ControlPlane
+from controlplane import ControlPlane, wait_for
 from finetune_operator.workload import TRAINER_UID
 from node import pod_placement
 
@@ -136,3 +136,20 @@ class PodWatch:
     def snapshot(self) -> tuple[list[str], dict[str, dict]]:
         with self._lock:
             return list(self.seen), dict(self.ended)
+
+    def wait_ended(self, what: str, name: str | None = None, timeout: float = 120) -> dict[str, dict]:
+        """{pod: terminated state} once pod `name` (any pod if None) has ended; a timeout shows the pods' states."""
+        def ended():
+            states = self.snapshot()[1]
+            return states if (states.get(name) if name else states) else None
+
+        try:
+            return wait_for(ended, timeout, what)
+        except TimeoutError as e:
+            pods = subprocess.run([*self.cmd[:self.cmd.index("--watch")], "-o", "json"], capture_output=True,
+                                  text=True, env=self.env).stdout
+            states = [(p["metadata"]["name"], (p.get("status") or {}).get("phase"),
+                       [c.get("state") for c in (p.get("status") or {}).get("containerStatuses") or []])
+                      for p in (json.loads(pods).get("items") if pods else [])]
+            raise AssertionError(f"{e}; pods now: {json.dumps(states, indent=1)}") from None
+

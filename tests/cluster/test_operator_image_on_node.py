@@ -124,6 +124,6 @@ def test_operator_image_reconciles_a_job_serves_metrics_and_stops_cleanly_on_sig
         res = cp.kubectl("scale", "deployment", deployment, "-n", ns, "--replicas=0")
         assert res.returncode == 0, res.stderr
         name = pod["metadata"]["name"]
-        ended = wait_for(lambda: watch.snapshot()[1].get(name), 120, f"operator pod {name} to stop")
+        ended = watch.wait_ended(f"operator pod {name} to stop", name)[name]
     logs = cp.kubectl("logs", name, "-n", ns).stdout  # may be gone with the pod; shown only on failure
     assert ended["exitCode"] == 0, (ended, logs[-3000:])

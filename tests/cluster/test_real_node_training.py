@@ -23,7 +23,7 @@ import json
 import uuid
 
 import pytest
-from controlplane import ControlPlane, wait_for
+from controlplane import ControlPlane
 from real_training import PodWatch, checkpoints, losses, quickstart_on_node, quickstart_volumes
 from scenario import apply, children, condition, events, get_ftj, install_crd, running_operator, wait_phase, wait_status
 
@@ -115,9 +115,9 @@ def test_suspend_mid_run_checkpoints_on_sigterm_and_resume_reaches_the_same_loss
         assert res.returncode == 0, res.stderr
         obj = wait_phase(cp, "sus", namespace, "Suspended", timeout=120)
         assert "resume from the last checkpoint" in condition(obj, "Suspended")["message"]
-        first = wait_for(lambda: watch.snapshot()[1], 120, "the suspended pod's trainer to end")
-        (pod, ended), = first.items()
-        wait_for(lambda: not children(cp, namespace, "sus")["pods"], 120, "the suspended pod to be gone")
+        (pod, ended), = watch.wait_ended("the suspended pod's trainer to end").items()
+        wait_status(cp, "sus", namespace, lambda o: not children(cp, namespace, "sus")["pods"],
+                    "the suspended pod to be gone", 120)
     # the trainer saved where it stood (exit 143: preempted, not failed), and nothing was finished yet
     assert ended["exitCode"] == 143, ended
     assert json.loads(ended["message"])["outcome"] == "Preempted", ended
@@ -148,7 +148,7 @@ def test_killed_trainer_is_retried_and_resumes_from_the_last_checkpoint(
         (pod,) = children(cp, namespace, "kill")["pods"]
         real_node.kill(pod["status"]["containerStatuses"][0]["containerID"])
         name = pod["metadata"]["name"]
-        ended = wait_for(lambda: watch.snapshot()[1].get(name), 120, f"pod {name}'s trainer to end")
+        ended = watch.wait_ended(f"pod {name}'s trainer to end", name)[name]
         kept = checkpoints(run)[-1]  # the newest checkpoint the killed process completed
         obj = finished(cp, "kill", namespace)
     assert ended["exitCode"] == 137, ended  # SIGKILL: no SIGTERM handler ran, nothing was saved on the way out
@@ -160,7 +160,9 @@ def test_killed_trainer_is_retried_and_resumes_from_the_last_checkpoint(
     assert obj["status"]["restarts"] == 1, obj["status"]
     cols = cp.kubectl("get", "ftj", "kill", "-n", namespace, "-o", "wide", "--no-headers").stdout.split()
     assert (cols[1], cols[2], cols[4]) == ("Succeeded", "100%", "1"), cols  # NAME PHASE PROGRESS LOSS RESTARTS
-    assert "Restarting" in [e["reason"] for e in events(cp, "kill", namespace)]
+    reasons = [e["reason"] for e in events(cp, "kill", namespace)]
+    # Running, then Restarting while the Job replaces the pod, then Running again: never back to Pending
+    assert "Restarting" in reasons and "Pending" not in reasons[reasons.index("Running"):], reasons
     assert_same_run(obj, run, reference)
 
 
