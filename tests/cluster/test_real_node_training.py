@@ -109,7 +109,7 @@ def test_suspend_mid_run_checkpoints_on_sigterm_and_resume_reaches_the_same_loss
     run = quickstart_volumes(cp, namespace, tmp_path, quickstart_model) / "run"
     with PodWatch(cp, namespace, "sus") as watch:
         assert apply(cp, training_job("sus", namespace, real_node.name, trainer_on_node)).returncode == 0
-        # past the first periodic checkpoint and a few steps more, so the SIGTERM one is a step of its own
+        # past the first periodic checkpoint (step 10) and a few steps more: the SIGTERM checkpoint keeps them
         wait_status(cp, "sus", namespace, lambda o: step_of(o) >= 13, "training past step 13", TRAIN_TIMEOUT)
         res = cp.kubectl("patch", "ftj", "sus", "-n", namespace, "--type=merge", "-p", '{"spec":{"suspend":true}}')
         assert res.returncode == 0, res.stderr
