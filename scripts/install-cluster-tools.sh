@@ -2,6 +2,7 @@
 # Builds the "cluster" test tier's binaries from the Go module proxy, once, into a cache outside the clone:
 #   etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl, kwok, helm, the kubelet of the
 #   tier's real node (tests/cluster/node.py; its containerd and runc come from Debian: install-image-tools.sh);
+#   CoreDNS for the real node's pods (cluster DNS: the headless Service names of multi-node jobs);
 #   and Kueue's controller (with its CRDs and webhook manifests) in a folder of its own, keyed by its version:
 #   $ROOT/kueue-v<version>/.
 # None of them ship in Debian or PyPI and no prebuilt download is reachable here, so we compile them
@@ -18,6 +19,7 @@ ETCD_VERSION=3.6.16
 KWOK_VERSION=0.7.0      # 0.8.0 has no built-in stages when run standalone
 HELM_VERSION=3.21.4
 KUEUE_VERSION=0.17.0    # Kueue's controller manager + its CRDs and webhook manifests (tests/cluster/kueue.py)
+COREDNS_BUILD=1.14.7-2  # CoreDNS version, -N: the plugin list below; the real node's cluster DNS (tests/cluster/node.py)
 
 CACHE=${FINETUNE_CACHE:-$HOME/.cache/finetune-operator}
 ROOT="$CACHE/k8s-v$K8S_VERSION"
@@ -116,6 +118,47 @@ if ! have helm; then
   GOBIN="$WORK/helm" go install -trimpath -ldflags "$LD" "helm.sh/helm/v3/cmd/helm@v$HELM_VERSION"
   install_bins "$WORK/helm" helm
   log "helm built in $((SECONDS - t))s"
+fi
+
+# --- coredns: a main package with only the plugins the real node needs (kubernetes, forward, ...) -------------
+# `go install github.com/coredns/coredns@v...` also works but compiles every plugin (cloud DNS providers and
+# all); CoreDNS's documented way to choose plugins at build time is a main that sets dnsserver.Directives.
+# Its own version stamp, so a bump rebuilds CoreDNS alone.
+if [[ ! -x "$BIN/coredns" || "$(cat "$BIN/.coredns-version" 2>/dev/null)" != "$COREDNS_BUILD" ]]; then
+  t=$SECONDS; log "building coredns v${COREDNS_BUILD%-*}"
+  mkdir -p "$WORK/coredns" && cd "$WORK/coredns"
+  go mod init corednsbuild >/dev/null 2>&1
+  cat >main.go <<'GO'
+// CoreDNS with the plugins a cluster's DNS uses: answer cluster.local from the API, forward the rest.
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/forward"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/log"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	// the order of CoreDNS's plugin.cfg (the order a request passes the plugins)
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "log", "cache", "kubernetes", "forward"}
+}
+
+func main() { coremain.Run() }
+GO
+  go get "github.com/coredns/coredns@v${COREDNS_BUILD%-*}" >&2
+  go mod tidy >&2
+  go build -trimpath -ldflags "-s -w" -o out/coredns .
+  install_bins out coredns
+  echo "$COREDNS_BUILD" >"$BIN/.coredns-version"
+  log "coredns built in $((SECONDS - t))s"
 fi
 
 # --- kueue (no replace directives: plain go install), keyed by version in its own folder ----------------------

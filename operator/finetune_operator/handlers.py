@@ -11,7 +11,9 @@ operator is down. `kopf run -m finetune_operator.handlers` (or `finetune-operato
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Optional
+import dataclasses
+import os
+from typing import Any, Mapping, Optional
 
 import kopf
 
@@ -30,10 +32,29 @@ from .status import TERMINAL
 
 
 
+def in_cluster_server(env: Mapping[str, str]) -> Optional[str]:
+    """The API server's address that the kubelet gives every pod ($KUBERNETES_SERVICE_HOST/PORT), or None."""
+    host, port = env.get("KUBERNETES_SERVICE_HOST"), env.get("KUBERNETES_SERVICE_PORT")
+    if not host or not port:
+        return None
+    return f"https://[{host}]:{port}" if ":" in host else f"https://{host}:{port}"
+
+
 @kopf.on.login()
 def on_login_credentials(**kwargs) -> Optional[kopf.ConnectionInfo]:
-    """In-cluster ServiceAccount, else $KUBECONFIG as it is now (the client library froze it at import)."""
-    return kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    """In-cluster ServiceAccount, else $KUBECONFIG as it is now (the client library froze it at import).
+
+    In a pod, the API server is reached where the kubelet says ($KUBERNETES_SERVICE_HOST/PORT), as client-go's
+    in-cluster config and cluster.py's client do: kopf's own ServiceAccount login assumes
+    `https://kubernetes.default.svc` (port 443, through cluster DNS), which a pod on the host's network, or a
+    cluster whose DNS is down, cannot resolve; then the operator's watches and its writes would take different
+    ways to the same server.
+    """
+    info = kopf.login_with_service_account(**kwargs)
+    if info is not None:
+        server = in_cluster_server(os.environ)
+        return dataclasses.replace(info, server=server) if server else info
+    return kopf.login_with_kubeconfig(**kwargs)
 
 
 class _Operator:

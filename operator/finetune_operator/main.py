@@ -9,7 +9,9 @@ endpoint the Deployment's probes call.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
+import socket
 import sys
 
 
@@ -36,11 +38,29 @@ def kopf_args(args: argparse.Namespace) -> list[str]:
     return argv
 
 
+def ensure_identity(env: dict | None = None) -> None:
+    """Give kopf an identity when this uid has no user name.
+
+    kopf names the running operator `$POD_ID`, else `<user>@<host>/...` from the passwd entry of the process's uid.
+    The image runs as uid 65532 (and OpenShift as a random uid) with no such entry, and kopf would exit at start
+    with `getpwuid(): uid not found`. The chart sets POD_ID to the pod's name; this covers other ways of running
+    the image (`docker run`) with the host name, which in a container is the pod's or container's name.
+    """
+    env = os.environ if env is None else env
+    if env.get("POD_ID"):
+        return
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        env["POD_ID"] = socket.gethostname()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `finetune-operator` console script; returns when the operator stops."""
     from kopf.cli import main as kopf_main
 
     args = build_parser().parse_args(argv)
+    ensure_identity()
     try:
         kopf_main.main(args=kopf_args(args), prog_name="finetune-operator", standalone_mode=False)
     except SystemExit as e:

@@ -15,6 +15,11 @@ What this machine needs from it (docs/images.md says why each one):
 - the kubelet sets kernel tunables at start (vm.overcommit_memory=1, kernel.panic=10, kernel.panic_on_oops=1)
   and the bridge plugin turns on ip_forward: stop() puts back the values it found.
 - a pod sandbox ("pause") image is made from the local base image (nothing can be pulled).
+- cluster DNS: a CoreDNS (built from its Go module like the kubelet) serves `cluster.local` from this control
+  plane's API (its `kubernetes` plugin) on the node's IP, port 53, and forwards other names to this machine's
+  resolver; the kubelet's `clusterDNS` points pods at it. Multi-node jobs need it: their pods find rank 0 by
+  the headless Service name `<job>-0.<service>.<namespace>.svc` (a kube-proxy is not needed: pods resolve
+  pod IPs, and a headless Service has no virtual IP).
 
 The node is tainted (`TAINT`); pods that should run here tolerate it and select it by hostname, so the other
 cluster tests' pods never land on it. State, logs and sockets live in one temp dir that stop() removes;
@@ -33,6 +38,7 @@ import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -51,6 +57,7 @@ BUILD_LABEL = "finetune.io/build-id"  # on each image loaded into containerd: th
 # One record per running node: what it holds on this machine, so a session killed before stop() (CI timeout,
 # SIGKILL) is cleaned up by the next one (sweep_stale), and the kernel tunables found first are restored last.
 RECORDS = Path("/run/finetune-nodes")
+CLUSTER_DOMAIN = "cluster.local"
 
 
 def pod_placement(node: str) -> dict:
@@ -206,8 +213,9 @@ class RealNode:
         for b in ("containerd", "ctr", "runc", "buildah"):
             if not shutil.which(b):
                 raise ControlPlaneError(f"{b} missing: run scripts/install-image-tools.sh")
-        if not (self.bin_dir / "kubelet").exists():
-            raise ControlPlaneError(f"{self.bin_dir / 'kubelet'} missing: run scripts/install-cluster-tools.sh")
+        for b in ("kubelet", "coredns"):
+            if not (self.bin_dir / b).exists():
+                raise ControlPlaneError(f"{self.bin_dir / b} missing: run scripts/install-cluster-tools.sh")
         self.logs.mkdir(parents=True, exist_ok=True)
         sweep_stale()
         others = _records()  # a node of another live session changed the tunables already: keep its originals
@@ -221,6 +229,7 @@ class RealNode:
             self._claim_cached_root()
             self._network()
             self._cgroups()
+            self._start_dns()
             self._start_containerd()
             self.load_images([self._pause_image(), *images])
             self._start_kubelet()
@@ -234,6 +243,7 @@ class RealNode:
         self._terminate("kubelet")
         self._remove_containers()
         self._terminate("containerd")
+        self._terminate("coredns")
         release(self.dir, self.id)
         if self._lock is not None:
             os.close(self._lock)  # gives the cached image store to the next session
@@ -244,6 +254,16 @@ class RealNode:
                 _restore_sysctls(self.saved_sysctls)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
+
+    def kill(self, container_id: str, sig: str = "KILL") -> None:
+        """Send `sig` to a running container's first process (runc), as a crash or the kernel's OOM killer ends
+        it: no grace period, nothing in the pod's spec is asked. `container_id` as in the pod's status
+        (`containerd://<id>`) or bare."""
+        cid = container_id.split("://")[-1]
+        root = self.dir / "containerd" / "runc" / "k8s.io"
+        res = subprocess.run(["runc", "--root", str(root), "kill", cid, sig], capture_output=True, text=True)
+        if res.returncode != 0:
+            raise ControlPlaneError(f"runc kill {cid} {sig}: {res.stderr.strip()}")
 
     # ---------------------------------------------------------------- images
     def load_images(self, refs: list[str]) -> None:
@@ -420,6 +440,33 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self._wait("containerd", lambda: subprocess.run(self._ctr("version"), capture_output=True).returncode == 0,
                    "answering on its socket")
 
+    def _start_dns(self) -> None:
+        """CoreDNS on the node's IP (port 53), answering cluster.local from the API server; ready once its
+        `kubernetes` plugin has synced (its /ready endpoint)."""
+        ready = free_port()
+        (self.dir / "Corefile").write_text(f"""\
+.:53 {{
+    bind {self.ip}
+    errors
+    ready 127.0.0.1:{ready}
+    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
+        kubeconfig {self.cp.kubeconfig}
+        pods insecure
+        fallthrough in-addr.arpa ip6.arpa
+        ttl 5
+    }}
+    forward . /etc/resolv.conf
+    cache 5
+}}
+""")
+        self._spawn("coredns", [str(self.bin_dir / "coredns"), "-conf", str(self.dir / "Corefile")])
+
+        def answers() -> bool:
+            with urllib.request.urlopen(f"http://127.0.0.1:{ready}/ready", timeout=2) as r:
+                return r.status == 200
+
+        self._wait("coredns", answers, "ready (synced with the API server)")
+
     def _start_kubelet(self) -> None:
         resolv = self.dir / "resolv.conf"
         shutil.copyfile("/etc/resolv.conf", resolv)
@@ -434,7 +481,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             "authorization": {"mode": "AlwaysAllow"},
             "registerWithTaints": [TAINT],
             "podLogsDir": str(self.dir / "pod-logs"), "volumePluginDir": str(self.dir / "volume-plugins"),
-            "resolvConf": str(resolv), "clusterDomain": "cluster.local",
+            "resolvConf": str(resolv), "clusterDomain": CLUSTER_DOMAIN, "clusterDNS": [self.ip],
             # images were loaded, not pulled: never collect them; evict only when the disk is really full
             "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
             "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},

@@ -122,3 +122,32 @@ def test_node_reports_this_machines_resources_and_keeps_other_pods_off(control_p
     assert int(node["status"]["allocatable"]["cpu"]) >= 1
     assert any(t["key"] == "finetune.io/real-node" for t in node["spec"]["taints"])
     assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+
+
+def test_pods_find_each_other_by_their_headless_service_names(control_plane, real_node, namespace):
+    """Cluster DNS as multi-node jobs use it: pod `a` (hostname + subdomain) is `a.peers.<ns>.svc` to other pods,
+    before it is Ready (publishNotReadyAddresses), and the Service's name lists it."""
+    cp = control_plane
+    cp.apply({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers", "namespace": namespace},
+              "spec": {"clusterIP": "None", "publishNotReadyAddresses": True, "selector": {"group": "peers"},
+                       "ports": [{"name": "p", "port": 8000}]}})
+    a = pod("a", real_node, ["python3", "-c", "import signal; signal.pause()"])
+    a["metadata"] |= {"namespace": namespace, "labels": {"group": "peers"}}
+    a["spec"] |= {"hostname": "a", "subdomain": "peers", "terminationGracePeriodSeconds": 1}
+    cp.apply(a)
+
+    def ip():
+        p = cp.get_json("pod", "a", "-n", namespace) or {}
+        return (p.get("status") or {}).get("podIP")
+
+    addr = wait_for(ip, 120, "pod a with an IP")
+    script = ("import socket, sys\n"
+              "for name in sys.argv[1:]:\n"
+              "    print(name, sorted({a[4][0] for a in socket.getaddrinfo(name, None, socket.AF_INET)}))\n")
+    b = pod("b", real_node, ["python3", "-c", script, f"a.peers.{namespace}.svc", "peers"])
+    b["metadata"]["namespace"] = namespace
+    cp.apply(b)
+    p = wait_terminated(cp, "b", namespace)
+    logs = cp.kubectl("logs", "b", "-n", namespace).stdout
+    assert p["status"]["phase"] == "Succeeded", (p["status"], logs)
+    assert f"a.peers.{namespace}.svc ['{addr}']" in logs and f"peers ['{addr}']" in logs, logs

@@ -8,17 +8,13 @@ get a node of their own (`add_gpu_node`), so they do not compete with each other
 from __future__ import annotations
 
 import hashlib
-import os
 import json
-import shutil
-from pathlib import Path
 
 import pytest
 import yaml
 from controlplane import ControlPlane, wait_for
-from finetune_operator.workload import TRAINER_UID
-from node import pod_placement
 from pod_behaviour import fails, finishes, runs_long
+from real_training import quickstart_on_node, quickstart_volumes
 from scenario import (CRD, REPO, apply, children, condition, events, ftj, get_ftj, install_crd, running_operator,
                       wait_phase)
 
@@ -148,74 +144,28 @@ def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namesp
     assert any("DataError" in e["message"] for e in warnings), warnings
 
 
-def host_volume(cp: ControlPlane, namespace: str, claim: str, path: Path, read_only: bool = False) -> str:
-    """A PersistentVolumeClaim bound to a folder of this machine (a hostPath PersistentVolume reserved for it),
-    as a cluster admin provisions static volumes; pods on the real node see the folder itself."""
-    mode = "ReadOnlyMany" if read_only else "ReadWriteOnce"
-    pv = f"{namespace}-{claim}"
-    cp.apply({"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
-              "spec": {"capacity": {"storage": "1Gi"}, "accessModes": [mode], "storageClassName": "",
-                       "hostPath": {"path": str(path), "type": "Directory"},
-                       "claimRef": {"namespace": namespace, "name": claim}}})
-    cp.apply({"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": claim, "namespace": namespace},
-              "spec": {"accessModes": [mode], "storageClassName": "", "volumeName": pv,
-                       "resources": {"requests": {"storage": "1Gi"}}}})
-    return claim
-
-
-def quickstart_on_node(name: str, namespace: str, node: str, image: str, **training) -> dict:
-    """examples/quickstart/job.yaml as a FineTuneJob for the real node: model and data from the `inputs` claim,
-    output to the `output` claim, CPU only, the trainer image given."""
-    doc = yaml.safe_load((REPO / "examples" / "quickstart" / "job.yaml").read_text())
-    spec = doc["spec"]
-    spec["model"] = {"path": "model", "volume": {"claimName": "inputs"}}
-    spec["dataset"] |= {"paths": ["data/train.jsonl"], "validationPaths": ["data/validation.jsonl"],
-                        "volume": {"claimName": "inputs"}}
-    spec["output"] |= {"path": "run", "volume": {"claimName": "output"}}
-    spec["training"] |= training
-    spec |= {"image": image, "distributed": {"gpusPerNode": 0},
-             "resources": {"cpu": "1", "memory": "4Gi", "sharedMemory": "256Mi"},
-             "scheduling": pod_placement(node)}
-    doc["metadata"] = {"name": name, "namespace": namespace}
-    return doc
-
-
-def quickstart_volumes(cp: ControlPlane, namespace: str, tmp: Path, model: Path, bad_line: int | None = None) -> Path:
-    """The claims `inputs` (the model and the quickstart's data; line `bad_line` of train.jsonl broken if given)
-    and `output` (empty, writable by the trainer's uid), on folders under `tmp`; the output folder."""
-    inputs, out = tmp / "inputs", tmp / "output"
-    shutil.copytree(model, inputs / "model")
-    shutil.copytree(REPO / "examples" / "quickstart" / "data", inputs / "data")
-    if bad_line is not None:
-        train = inputs / "data" / "train.jsonl"
-        rows = train.read_text().splitlines()
-        rows[bad_line - 1] = '{"conversation": []}'
-        train.write_text("\n".join(rows) + "\n")
-    for p in [inputs, *inputs.rglob("*")]:  # readable by the trainer's uid, as a shared volume would be
-        p.chmod(0o755 if p.is_dir() else 0o644)
-    out.mkdir()
-    os.chown(out, TRAINER_UID, TRAINER_UID)  # a fresh volume the trainer (uid 1000) may write
-    host_volume(cp, namespace, "inputs", inputs, read_only=True)
-    host_volume(cp, namespace, "output", out)
-    return out
-
-
 @pytest.mark.trainer_image
 def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
         cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
     out = quickstart_volumes(cp, namespace, tmp_path, quickstart_model)
     job = quickstart_on_node("ok", namespace, real_node.name, trainer_on_node,
-                             maxSteps=40, evalEverySteps=20, logEverySteps=10)
+                             maxSteps=40, evalEverySteps=20, logEverySteps=5)
     job["spec"]["output"] |= {"saveEverySteps": 20}
     assert apply(cp, job).returncode == 0
 
     seen = []  # status.progress as the operator scraped it from the live trainer
+    live = {}  # what `kubectl get ftj` and `kubectl logs` showed once, mid-run
 
     def succeeded():
         obj = get_ftj(cp, "ok", namespace) or {}
         st = obj.get("status") or {}
-        if st.get("phase") == "Running" and (st.get("progress") or {}).get("step"):
+        step = (st.get("progress") or {}).get("step") or 0
+        if st.get("phase") == "Running" and step:
             seen.append(st["progress"])
+            if 6 <= step < 40 and not live:  # past the first progress line (every 5 steps)
+                pod = children(cp, namespace, "ok")["pods"][0]["metadata"]["name"]
+                live.update(get=cp.kubectl("get", "ftj", "ok", "-n", namespace).stdout,
+                            logs=cp.kubectl("logs", pod, "-n", namespace).stdout, progress=st["progress"])
         return obj if st.get("phase") in ("Succeeded", "Failed") else None
 
     obj = wait_for(succeeded, 600, "FineTuneJob ok to finish training", interval=0.5)
@@ -227,7 +177,9 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
     assert condition(obj, "Running")["reason"] == "Completed"
     assert st["observedGeneration"] == obj["metadata"]["generation"] and st["startTime"] and st["completionTime"]
     reasons = [e["reason"] for e in events(cp, "ok", namespace)]
-    assert "Succeeded" in reasons, reasons
+    # straight from Running to Succeeded, as on kwok: no "Pending" while the Job controller sees the real pod end
+    assert [r for r in reasons if r in ("Pending", "Running", "Succeeded")][-2:] == ["Running", "Succeeded"], reasons
+    assert reasons.count("Succeeded") == 1 and reasons.count("Running") == 1, reasons
     assert [p["spec"]["nodeName"] for p in pods] == [real_node.name]
 
     # the result comes from the trainer's termination message and names what is on the volume
@@ -241,6 +193,12 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
     assert r["finalLoss"] == pytest.approx(manifest["metrics"]["final_loss"])
     # what the user watched: live progress in `kubectl get ftj`, the trainer's lines in `kubectl logs`
     assert seen and all(p["totalSteps"] == 40 for p in seen), seen
+    assert live, f"the operator never reported a step between 6 and 39 while the trainer ran: {seen}"
+    mid = live["progress"]
+    assert mid["loss"] > 0 and mid["etaSeconds"] >= 0 and mid["percent"] == f"{100 * mid['step'] // 40}%", mid
+    row = live["get"].splitlines()[1].split()  # NAME PHASE PROGRESS LOSS AGE, a moment after `mid`
+    assert row[1] == "Running" and row[2].endswith("%") and float(row[3]) > 0, live["get"]
+    assert "step 5/40 loss" in live["logs"], live["logs"][-2000:]
     assert logs.returncode == 0 and "step 40/40 loss" in logs.stdout, logs.stdout[-2000:]
     res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")
     assert "Succeeded" in res.stdout and "100%" in res.stdout
