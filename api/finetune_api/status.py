@@ -36,6 +36,8 @@ class Progress(SpecModel):
     loss: Optional[float] = Field(None, description="Latest training loss.")
     eval_loss: Optional[float] = Field(None, description="Latest validation loss.")
     eta_seconds: Optional[float] = Field(None, ge=0, description="Estimated seconds to the end of training.")
+    eta: Optional[str] = Field(None, max_length=16, description="etaSeconds for people, e.g. `1h02m`, `3m05s`, `42s` "
+                               "(the ETA column of `kubectl get ftj`).")
     tokens_per_second: Optional[float] = Field(None, ge=0, description="Trainable tokens per second, all GPUs.")
 
 
@@ -67,3 +69,13 @@ class FineTuneJobStatus(SpecModel):
     progress: Optional[Progress] = Field(None, description="Training progress.")
     result: Optional[Result] = Field(None, description="Output of a finished run.")
     message: Optional[str] = Field(None, max_length=32768, description="Latest human-readable summary.")
+
+
+def format_eta(seconds: float) -> str:
+    """A duration for the ETA column: `1h02m`, `3m05s`, `42s` (whole seconds, rounded up)."""
+    s = max(0, int(-(-seconds // 1)))
+    if s >= 3600:
+        return f"{s // 3600}h{s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s}s"

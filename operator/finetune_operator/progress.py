@@ -15,7 +15,7 @@ from typing import Optional
 from prometheus_client.parser import text_string_to_metric_families
 
 from finetune_api.contract import gauge_name
-from finetune_api.status import Progress
+from finetune_api.status import Progress, format_eta
 
 _FIELDS = ("step", "total_steps", "train_loss", "eval_loss", "eta_seconds", "tokens_per_second")
 _WANTED = {gauge_name(k): k for k in _FIELDS}
@@ -39,6 +39,7 @@ def progress_from_metrics(text: str, rank: str = "0") -> Optional[Progress]:
         loss=values.get("train_loss"),
         eval_loss=values.get("eval_loss"),
         eta_seconds=max(0.0, values["eta_seconds"]) if "eta_seconds" in values else None,
+        eta=format_eta(values["eta_seconds"]) if "eta_seconds" in values else None,
         tokens_per_second=max(0.0, values["tokens_per_second"]) if "tokens_per_second" in values else None,
     )
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 
 import pytest
 import yaml
@@ -196,8 +197,9 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
     assert live, f"the operator never reported a step between 6 and 39 while the trainer ran: {seen}"
     mid = live["progress"]
     assert mid["loss"] > 0 and mid["etaSeconds"] >= 0 and mid["percent"] == f"{100 * mid['step'] // 40}%", mid
-    row = live["get"].splitlines()[1].split()  # NAME PHASE PROGRESS LOSS AGE, a moment after `mid`
+    row = live["get"].splitlines()[1].split()  # NAME PHASE PROGRESS LOSS ETA AGE, a moment after `mid`
     assert row[1] == "Running" and row[2].endswith("%") and float(row[3]) > 0, live["get"]
+    assert re.fullmatch(r"(\d+h\d\dm|\d+m\d\ds|\d+s)", row[4]), live["get"]
     assert "step 5/40 loss" in live["logs"], live["logs"][-2000:]
     assert logs.returncode == 0 and "step 40/40 loss" in logs.stdout, logs.stdout[-2000:]
     res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")

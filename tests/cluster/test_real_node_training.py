@@ -159,7 +159,8 @@ def test_killed_trainer_is_retried_and_resumes_from_the_last_checkpoint(
     assert f"resuming from checkpoint step-{kept:08d} (step {kept} of {STEPS})" in text, text[-3000:]
     assert obj["status"]["restarts"] == 1, obj["status"]
     cols = cp.kubectl("get", "ftj", "kill", "-n", namespace, "-o", "wide", "--no-headers").stdout.split()
-    assert (cols[1], cols[2], cols[4]) == ("Succeeded", "100%", "1"), cols  # NAME PHASE PROGRESS LOSS RESTARTS
+    # NAME PHASE PROGRESS LOSS (ETA: none once finished) STEP RESTARTS
+    assert (cols[1], cols[2], cols[4], cols[5]) == ("Succeeded", "100%", str(STEPS), "1"), cols
     reasons = [e["reason"] for e in events(cp, "kill", namespace)]
     # Running, then Restarting while the Job replaces the pod, then Running again: never back to Pending
     assert "Restarting" in reasons and "Pending" not in reasons[reasons.index("Running"):], reasons
