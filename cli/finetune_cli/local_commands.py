@@ -116,7 +116,7 @@ def cmd_plan(args) -> int:
           f"{spec.objective.type}, maxLength {spec.dataset.max_length}")
     lines = describe(plan)[1:]
     if auto_candidates(job, machine):
-        lines[0] += " (auto: the least sharding that fits)"
+        lines[0] += " (auto: DDP if it fits, else FSDP2 full shard)"
     for line in lines:
         print("  " + line)
     if plan.strategy.startswith("deepspeed"):

@@ -69,13 +69,15 @@ def resolve_strategy(requested: str, full_weights: bool, world_size: int, device
 def auto_candidates(job: FineTuneJob, machine: Machine) -> Optional[list[str]]:
     """The strategies the memory plan chooses among for `strategy: auto`, or None when no choice is left.
 
-    More than one GPU: the least sharding that fits (DDP < FSDP shard-grad-op < FSDP full shard); full
-    fine-tuning and Spectrum skip DDP (fp32 weights under autocast, see resolve_strategy).
+    More than one GPU: DDP when it fits, else FSDP2 full shard; full fine-tuning and Spectrum skip DDP (fp32
+    weights under autocast, see resolve_strategy). Not FSDP shard-grad-op, though it shards less: on W4 (8B full,
+    2xH200, micro 4 x 2) it fit (125.5 GiB of 140) but trained at 8,037 tok/s/GPU (37.7% MFU) against full shard's
+    10,540 (49.4%) (bench/results/multi-gpu-h200-w4-auto-2026-11-30.json, multi-gpu-h200-w4-fsdp-2026-11-30.json).
     """
     spec = job.spec
     if spec.distributed.strategy != "auto" or machine.device != "cuda" or machine.world == 1:
         return None
-    sharded = ["fsdp-shard-grad-op", "fsdp"]
+    sharded = ["fsdp"]
     return sharded if spec.method.trains_base_weights else ["ddp", *sharded]
 
 

@@ -22,8 +22,8 @@ machine you do not have, and the launch plan (launch.py) uses the same functions
                  0 with Liger's fused linear cross-entropy, which never materialises them
     workspace    a fixed 1 GiB (CUDA/cuBLAS workspaces, allocator slack)
 
-and chooses, in this order of preference: the least sharding that fits (ddp < fsdp shard-grad-op < fsdp full
-shard) when `strategy: auto`; no activation checkpointing if any micro-batch fits without it; the largest
+and chooses, in this order of preference: among the candidates it is given (launch_plan.auto_candidates: ddp, then
+fsdp full shard, for `strategy: auto`) the first that fits; no activation checkpointing if any micro-batch fits without it; the largest
 power-of-two micro-batch that fits (at most globalBatchSize / processes); with checkpointing, only as many
 blocks as memory needs at that micro-batch (the first k of L; each checkpointed block costs its forward again,
 each one left out saves that time); accumulation to reach the global batch. Calibrated against measured peaks

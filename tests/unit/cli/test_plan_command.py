@@ -30,7 +30,7 @@ def test_plan_for_two_h200s_prints_strategy_batch_and_estimate(tmp_path, capsys)
     assert main(["plan", _spec(tmp_path, "full"), "--gpu-memory", "141GiB", "--gpus", "2"]) == 0
     out = capsys.readouterr().out
     assert "plan for 2 GPU(s) x 141 GiB: full + sft" in out
-    assert "(auto: the least sharding that fits)" in out
+    assert "(auto: DDP if it fits, else FSDP2 full shard)" in out
     assert "micro-batch:" in out and "checkpointing:" in out and "optimizer" in out and "total" in out
 
 

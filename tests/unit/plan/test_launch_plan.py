@@ -131,3 +131,15 @@ def test_the_config_file_keeps_which_fields_the_user_set(monkeypatch):
     monkeypatch.setattr(modeling, "model_config", lambda c: config_json(shape_for_hub_id("meta-llama/Llama-3.1-8B")))
     done = launcher.complete_plan(TrainerConfig.model_validate_json(cfg.to_json()))
     assert (done.plan.micro_batch, done.plan.gradient_accumulation) == (4, 2)
+
+
+def test_auto_shards_a_full_fine_tune_fully_where_shard_grad_op_would_fit_but_train_slower():
+    """8B full fine-tuning on 2xH200: shard-grad-op fits (measured 125.5 GiB) but ran at 37.7% MFU against full
+    shard's 49.4% (bench/results/multi-gpu-h200-w4-auto-2026-11-30.json): `strategy: auto` picks full shard."""
+    job = load_job(REPO / "examples" / "cluster" / "lora-hub-1gpu.yaml")
+    spec = job.spec.model_copy(update={
+        "model": job.spec.model.model_copy(update={"hub_id": "meta-llama/Llama-3.1-8B"}),
+        "method": job.spec.method.model_copy(update={"type": "full"})})
+    plan = plan_launch(job.model_copy(update={"spec": spec}), Machine(device="cuda", nproc_per_node=2, gpu_bytes=H200),
+                       shape_for_hub_id("meta-llama/Llama-3.1-8B"))
+    assert (plan.strategy, plan.reshard_after_forward) == ("fsdp", True), plan
