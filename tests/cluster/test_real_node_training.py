@@ -162,8 +162,9 @@ def test_killed_trainer_is_retried_and_resumes_from_the_last_checkpoint(
     # NAME PHASE PROGRESS LOSS (ETA: none once finished) STEP RESTARTS
     assert (cols[1], cols[2], cols[4], cols[5]) == ("Succeeded", "100%", str(STEPS), "1"), cols
     reasons = [e["reason"] for e in events(cp, "kill", namespace)]
-    # Running, then Restarting while the Job replaces the pod, then Running again: never back to Pending
-    assert "Restarting" in reasons and "Pending" not in reasons[reasons.index("Running"):], reasons
+    # Running, then Restarting while the Job replaces the pod, then Running again: never back to Pending (the one
+    # Pending is the job's first; Events carry whole seconds, so its order against the first Running may tie)
+    assert "Restarting" in reasons and reasons.count("Pending") <= 1 and reasons.count("Running") == 2, reasons
     assert_same_run(obj, run, reference)
 
 
