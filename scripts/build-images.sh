@@ -29,7 +29,7 @@ TAG=${IMAGE_TAG:-test}
 # everything that defines it, so a change makes a new one.
 SUITE=bookworm
 INCLUDE=python3,python3-venv,ca-certificates
-MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+MIRROR=$(sed -n 's/^URIs: *//p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1 || true)
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
 BASE_KEY=$(printf '%s %s %s minbase' "$SUITE" "$INCLUDE" "$MIRROR" | sha256sum | cut -c1-12)
 BASE_IMAGE="localhost/finetune/debian-python:$SUITE-$BASE_KEY"
@@ -90,7 +90,8 @@ build() {
 # image uses (buildah's dangling images, repeatedly, so whole old chains go).
 prune_if_large() {
   local max=${IMAGE_STORE_MAX_GB:-25} gb
-  gb=$(du -s --block-size=1G "$STORE/storage" 2>/dev/null | cut -f1)
+  # no store yet on a cold machine: du fails, and under pipefail + errexit that must not end the script
+  gb=$(du -s --block-size=1G "$STORE/storage" 2>/dev/null | cut -f1 || true)
   if ((${gb:-0} > max)); then
     log "image store is ${gb} GB (> ${max}): removing images no tag uses"
     bah rmi --prune >/dev/null || true
