@@ -154,7 +154,10 @@ def condition(obj: dict, ctype: str) -> dict | None:
 def events(cp: ControlPlane, name: str, namespace: str) -> list[dict]:
     res = cp.get_json("events", "-n", namespace, "--field-selector",
                       f"involvedObject.kind=FineTuneJob,involvedObject.name={name}")
-    return sorted(res["items"], key=lambda e: e.get("lastTimestamp") or "") if res else []
+    # Events carry whole seconds; within one, the order they were written (the operator posts each once, so its
+    # resourceVersion is its creation's) breaks the tie
+    return sorted(res["items"], key=lambda e: (e.get("lastTimestamp") or "",
+                                               int(e["metadata"].get("resourceVersion") or 0))) if res else []
 
 
 def children(cp: ControlPlane, namespace: str, name: str) -> dict[str, list[dict]]:
