@@ -29,7 +29,7 @@ from scenario import apply, children, condition, events, get_ftj, install_crd, r
 
 pytestmark = pytest.mark.trainer_image
 
-STEPS = 60
+STEPS = 150  # long enough to interrupt mid-run on an idle machine too (60 steps took 11 s of training there)
 # A global batch of 16 in two micro-batches of 8: one rank accumulates both, two ranks take one each.
 TRAINING = {"maxSteps": STEPS, "logEverySteps": 1, "microBatchSize": 8, "globalBatchSize": 16}
 OUTPUT = {"saveEverySteps": 10, "keepLastCheckpoints": 2}
@@ -56,6 +56,9 @@ def training_job(name: str, namespace: str, node: str, image: str, **spec) -> di
 
 
 def step_of(obj: dict) -> int:
+    """The step status.progress shows; an AssertionError (ends a wait at once) if the run already finished."""
+    phase = (obj.get("status") or {}).get("phase")
+    assert phase not in ("Succeeded", "Failed"), f"the run ended ({phase}) before it could be interrupted"
     return ((obj.get("status") or {}).get("progress") or {}).get("step") or 0
 
 
@@ -143,7 +146,8 @@ def test_killed_trainer_is_retried_and_resumes_from_the_last_checkpoint(
     with PodWatch(cp, namespace, "kill") as watch:
         assert apply(cp, training_job("kill", namespace, real_node.name, trainer_on_node)).returncode == 0
         # trained past a checkpoint: the steps since it are lost with the process and trained again
-        wait_status(cp, "kill", namespace, lambda o: checkpoints(run) and step_of(o) > checkpoints(run)[-1],
+        wait_status(cp, "kill", namespace,
+                    lambda o: step_of(o) > 10 and checkpoints(run) and step_of(o) > checkpoints(run)[-1],
                     "training past its first checkpoint", TRAIN_TIMEOUT)
         (pod,) = children(cp, namespace, "kill")["pods"]
         real_node.kill(pod["status"]["containerStatuses"][0]["containerID"])
