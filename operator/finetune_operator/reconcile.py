@@ -191,7 +191,7 @@ class Reconciler:
         obs_pods = world.pods if job is not None else []
         obs = Observation(
             generation=meta.get("generation", 1), suspend=bool(spec.get("suspend")), nodes=nodes, job=job,
-            pods=world.pods if job is not None else [], progress=world.progress, error=error,
+            pods=obs_pods, progress=world.progress, error=error,
             error_is_permanent=permanent, failed_create=world.failed_create,
             refs=self._refs(spec, meta["namespace"], names.output_pvc_name(meta["name"]), obs_pods),
             queue_state=kueue.queue_state(kq[1], queue) if queue and kq[0] else None,
