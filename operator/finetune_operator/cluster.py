@@ -19,6 +19,7 @@ from kubernetes.client import ApiClient, ApiException, BatchV1Api, CoreV1Api, Cu
 
 from finetune_api.job import GROUP, PLURAL, VERSION
 
+from .failure_policy import STOPPED_FOR
 from .status import Event
 
 REPORTING_COMPONENT = "finetune-operator"
@@ -97,9 +98,13 @@ class Cluster:
             if e.status != 404:
                 raise
 
-    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
-        """Stop one trainer pod (SIGTERM, then its grace period); gone or replaced already is fine."""
+    def stop_pod(self, namespace: str, name: str, uid: str, failed_peer: str) -> None:
+        """Stop one trainer pod for a group restart: mark it (STOPPED_FOR, so its end starts no other restart), then
+        delete it (SIGTERM, then its grace period). Gone or replaced already is fine."""
         try:
+            self.core.patch_namespaced_pod(name, namespace,  # the uid is a precondition: 409 for another pod
+                                           {"metadata": {"uid": uid, "annotations": {STOPPED_FOR: failed_peer}}},
+                                           _preload_content=False)
             self.core.delete_namespaced_pod(name, namespace, body={"preconditions": {"uid": uid}},
                                             _preload_content=False)
         except ApiException as e:

@@ -18,6 +18,7 @@ the restart count is read from the pods themselves, so it survives an operator r
 A multi-node job restarts as a group: when one pod fails, its peers of the same attempt are stopped (they would
 otherwise wait in a collective until spec.distributed.timeoutSeconds and then exit 3, each costing a retry), and
 the Job controller recreates every index; the rendezvous happens again and all ranks resume from the same checkpoint.
+A stopped peer is marked first (STOPPED_FOR) so that its own end does not start another group restart.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ BACKOFF_LIMIT = 3  # counted failures before the Job fails: attempts = BACKOFF_L
 COMPLETION_INDEX = "batch.kubernetes.io/job-completion-index"
 FAILURE_COUNT = "batch.kubernetes.io/job-index-failure-count"
 IGNORED_FAILURE_COUNT = "batch.kubernetes.io/job-index-ignored-failure-count"
+STOPPED_FOR = "finetune.io/stopped-for"  # on a pod the operator stops for a group restart: the failed peer's name
 
 
 def job_failure_spec() -> dict:
@@ -178,17 +180,51 @@ def attempt(job: dict, pods: list[dict]) -> tuple[int, int]:
     return min(failed + 1, limit + 1), limit + 1
 
 
-def pods_to_stop(pods: list[dict], nodes: int) -> list[dict]:
-    """The peers of a failed pod that still run in its attempt: stop them so that the group restarts together.
+def stopped_for_group(pod: dict) -> Optional[str]:
+    """The failed peer for which the operator stopped this pod (its STOPPED_FOR annotation), or None."""
+    return ((pod.get("metadata") or {}).get("annotations") or {}).get(STOPPED_FOR)
 
-    A pod belongs to the failed attempt when it was created before the failure; replacements are created after it
-    (podReplacementPolicy Failed), so they are never stopped. Timestamps have one-second resolution: a pod created
-    in the same second as the failure is left alone (it then ends with exit 3 within the collective timeout).
+
+def _created(pod: dict) -> str:
+    return (pod.get("metadata") or {}).get("creationTimestamp") or ""
+
+
+def _generation(pod: dict) -> Optional[int]:
+    """How many pods of its index came before it (the Job controller's per-index counts), None without them."""
+    notes = (pod.get("metadata") or {}).get("annotations") or {}
+    return _prior_failures(pod) if FAILURE_COUNT in notes else None
+
+
+def pods_to_stop(pods: list[dict], nodes: int) -> list[tuple[dict, str]]:
+    """(pod, the failed peer's name) for each peer that still runs in a failed attempt: stop them so that the group
+    restarts together.
+
+    Attempts are told apart by generation: every attempt of a group ends each index once (by a failure or a stop),
+    so the Job controller's per-index count of the pods before (failures + ignored failures) is the attempt's
+    number, the same on every index. A running pod of another index is stopped for a failure of its own attempt or a
+    later one (`gen <= failed gen`); its replacements, one generation on, never are, so neither a peer stopped late
+    (it ends after the replacements were created) nor one that ended by itself (exit 3 once the first rank crashed)
+    starts another round. Creation timestamps (one-second resolution) only keep a pod created after the failure,
+    and a failure caught in the same second as the pods' creation (a crash at start-up) still stops its peers.
+    Without the per-index counts (a cluster without `backoffLimitPerIndex`) a pod created strictly before the
+    failure is stopped, and peers marked as stopped for a group restart (STOPPED_FOR) start none themselves.
     """
     if nodes < 2:
         return []
-    failures = [f for f in map(failure_of, pods) if f is not None and f.finished_at]
-    if not failures:
-        return []
-    latest = max(f.finished_at for f in failures)
-    return [p for p in pods if is_active(p) and (p.get("metadata") or {}).get("creationTimestamp", "~") < latest]
+    causes = [(p, f) for p in pods if (f := failure_of(p)) is not None and f.finished_at and _created(p)]
+
+    def stale(pod: dict, failed: dict, f: Failure) -> bool:
+        if index_of(pod) == index_of(failed):  # one pod of an index runs at a time: this is its replacement
+            return False
+        mine, theirs = _generation(pod), _generation(failed)
+        if mine is not None and theirs is not None:
+            return mine <= theirs and _created(pod) <= f.finished_at
+        return not stopped_for_group(failed) and _created(pod) < f.finished_at
+
+    stop = []
+    for pod in pods:
+        if is_active(pod) and _created(pod):
+            cause = next((f for failed, f in causes if stale(pod, failed, f)), None)
+            if cause is not None:
+                stop.append((pod, cause.pod))
+    return stop

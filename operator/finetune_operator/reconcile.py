@@ -284,10 +284,10 @@ class Reconciler:
         elif want != have:
             self.cluster.set_job_suspend(namespace, job["metadata"]["name"], want)
         nodes = int((spec.get("distributed") or {}).get("nodes", 1))
-        for pod in pods_to_stop(world.pods, nodes):
-            log.info("stopping pod %s/%s: a peer failed, the group restarts together", namespace,
-                     pod["metadata"]["name"])
-            self.cluster.delete_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"])
+        for pod, failed_peer in pods_to_stop(world.pods, nodes):
+            log.info("stopping pod %s/%s: its peer %s failed, the group restarts together", namespace,
+                     pod["metadata"]["name"], failed_peer)
+            self.cluster.stop_pod(namespace, pod["metadata"]["name"], pod["metadata"]["uid"], failed_peer)
         return created_job
 
     def _refs(self, spec: dict, namespace: str, output_claim: str, pods: list[dict]) -> Refs:

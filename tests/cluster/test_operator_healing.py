@@ -106,7 +106,7 @@ def test_a_multi_node_job_whose_rank_fails_restarts_as_a_group(cp, namespace):
             fresh = [p for p in now if p["metadata"]["uid"] not in first]
             return fresh if len(fresh) == 2 else None
 
-        try:  # flaky in full-suite runs on an idle machine (3 of 4 isolated runs pass): say where it stood
+        try:  # the crash often lands in the second the pods were created: if it times out, say where it stood
             fresh = wait_for(regrouped, 180, "both ranks replaced and running")
         except TimeoutError as e:
             state = [(p["metadata"]["name"], p["status"].get("phase"), bool(p["metadata"].get("deletionTimestamp")),

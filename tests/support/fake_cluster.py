@@ -69,8 +69,8 @@ class FakeCluster:
     def set_job_suspend(self, namespace: str, job: str, suspend: bool) -> None:
         self.calls.append(("suspend", job, suspend))
 
-    def delete_pod(self, namespace: str, name: str, uid: str) -> None:
-        self.calls.append(("delete_pod", name))
+    def stop_pod(self, namespace: str, name: str, uid: str, failed_peer: str) -> None:
+        self.calls.append(("stop_pod", name, failed_peer))
 
     def workload(self, namespace: str, job_uid: str) -> tuple[bool, Optional[dict]]:
         self.calls.append(("read_workload", job_uid))

@@ -34,7 +34,7 @@ class Case:
     phase: Optional[str]
     conditions: dict = field(default_factory=dict)  # type -> (status, reason), a subset of what is written
     creates: list = field(default_factory=list)  # kinds created, in order
-    writes: list = field(default_factory=list)  # other writes: suspend, delete_pod, set_owner
+    writes: list = field(default_factory=list)  # other writes: suspend, stop_pod, set_owner
     events: list = field(default_factory=list)  # (type, reason) posted
     message: str = ""  # a fragment of status.message
     absent: list = field(default_factory=list)  # dotted status keys that must not be there afterwards
@@ -217,7 +217,7 @@ CASES = {
               [make_pod("0", "Running", created="2025-01-01T00:00:02Z"),
                make_pod("1", "Failed", created="2025-01-01T00:00:02Z",
                         term={"exitCode": 1, "reason": "Error", "finishedAt": "2025-01-01T00:05:00Z"})]),
-        "Restarting", writes=[("delete_pod", "demo-0-run0")], events=[("Warning", "Restarting")],
+        "Restarting", writes=[("stop_pod", "demo-0-run0", "demo-1-fai0")], events=[("Warning", "Restarting")],
         message="restarting all trainer pods together"),
     "a missing data claim is named, though the scheduler speaks of unbound claims": Case(
         world(make_ftj(**CLAIMS_SPEC), make_job(), [unplaced(SCHEDULER_ON_CLAIMS)], children=all_children(pvc=True)),
@@ -265,7 +265,7 @@ def test_reconciler(name):
     conds = {c["type"]: (c["status"], c["reason"]) for c in status.get("conditions") or []}
     assert {t: conds.get(t) for t in case.conditions} == case.conditions, json.dumps(status, indent=1)
     assert [c[1] for c in cluster.writes("create")] == case.creates
-    others = [c for c in cluster.calls if c[0] in ("suspend", "delete_pod", "set_owner", "workload_active")]
+    others = [c for c in cluster.calls if c[0] in ("suspend", "stop_pod", "set_owner", "workload_active")]
     assert others == case.writes
     assert [(e["type"], e["reason"]) for e in cluster.events.values()] == case.events
     assert case.message in (status.get("message") or ""), status.get("message")
