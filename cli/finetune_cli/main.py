@@ -53,11 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", default=None, help="a hub id (e.g. meta-llama/Llama-3.1-70B) or a folder with "
                    "config.json: print every method x strategy on the node instead of one spec's plan")
     p.add_argument("--node", default=None, help="a node preset: 1xH100, 8xH100, 1xH200, 2xH200, 8xH200")
-    p.add_argument("--gpu-memory", default=None, help="memory per GPU to plan for, e.g. 80GiB or 141GiB "
+    p.add_argument("--gpu-memory", type=_memory, default=None, help="memory per GPU to plan for, e.g. 80GiB or 141GiB "
                    "(default: the node's, or this machine's first GPU)")
     p.add_argument("--gpus", type=int, default=None, help="GPUs per node to plan for (default: the node's, the "
                    "spec's, or 1)")
-    p.add_argument("--host-memory", default=None, help="host memory per node, e.g. 512GiB (default: the node "
+    p.add_argument("--host-memory", type=_memory, default=None, help="host memory per node, e.g. 512GiB (default: the node "
                    "preset's, else this machine's)")
     p.add_argument("--max-length", type=int, default=2048, help="with --model: tokens per example (default 2048)")
     p.add_argument("--global-batch", type=int, default=16, help="with --model: examples per step (default 16)")
@@ -76,6 +76,15 @@ def _duration(text: str) -> float:
         return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 15m, 2h)") from None
+
+
+def _memory(text: str) -> str:
+    """A size with its unit (`141GiB`, `80GB`, `512Gi`): a bare number is refused, not read as bytes."""
+    import re
+
+    if not re.fullmatch(r"\s*\d+(\.\d+)?\s*([KMGTP]i?B?|[kmgtp]i?b?)\s*", text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a memory size with a unit (e.g. 80GiB, 141GiB, 512Gi)")
+    return text.replace(" ", "")
 
 
 def _cluster_commands(sub) -> None:

@@ -50,3 +50,16 @@ def test_plan_without_a_gpu_asks_for_gpu_memory(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(launch, "visible_gpus", lambda: 0)
     assert main(["plan", _spec(tmp_path)]) == 2
     assert "--gpu-memory" in capsys.readouterr().err
+
+
+def test_a_memory_size_without_a_unit_is_refused_not_read_as_bytes(tmp_path, capsys):
+    import pytest
+
+    for flag, value in (("--gpu-memory", "140"), ("--gpu-memory", "lots"), ("--host-memory", "512")):
+        with pytest.raises(SystemExit) as e:
+            main(["plan", _spec(tmp_path, "full"), "--gpu-memory", "141GiB", flag, value])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {flag}" in err and "with a unit (e.g. 80GiB" in err and "Traceback" not in err
+    assert main(["plan", _spec(tmp_path, "full"), "--gpu-memory", "141Gi", "--gpus", "2", "--host-memory", "2TB"]) == 0
+    assert "x 141 GiB" in capsys.readouterr().out
