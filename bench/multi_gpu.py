@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--strategies", default="fsdp,deepspeed-zero3", help="W4's strategies, in order")
     ap.add_argument("--w6-checkpointing", default="auto", choices=["auto", "true", "false"],
                     help="W6's spec.training.gradientCheckpointing (auto: the planner's)")
+    ap.add_argument("--w4-shape", default="auto",
+                    help="W4's micro-batch and accumulation as MICRO,ACCUM (auto: the planner's)")
     ap.add_argument("--w6-micro", default="auto", help="W6's spec.training.microBatchSize (auto: the planner's)")
     ap.add_argument("--lora-dropout", type=float, default=None,
                     help="spec.method.lora.dropout for LoRA and QLoRA runs (default: LoRA 0, QLoRA the spec's 0.05)")
@@ -312,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     short += "" if a.strategies == "fsdp,deepspeed-zero3" else "-" + a.strategies.replace(",", "-")
     short += "" if a.w6_checkpointing == "auto" else f"-ckpt-{a.w6_checkpointing}"
     short += "" if a.w6_micro == "auto" else f"-micro-{a.w6_micro}"
+    short += "" if a.w4_shape == "auto" else f"-shape-{a.w4_shape.replace(',', 'x')}"
     short += "" if a.lora_dropout is None else f"-dropout-{a.lora_dropout:g}"
     date = _dt.date.today().isoformat()
     path = out / f"multi-gpu-{short}-{date}.json"
@@ -353,9 +356,11 @@ def main(argv: list[str] | None = None) -> int:
         md = build_model(w4, models, data)
         fpt = flops_per_token(w4, t_len)
         res = doc["results"].setdefault(w4.id, {})
+        w4_micro, w4_accum = ("auto", "auto") if a.w4_shape == "auto" else map(int, a.w4_shape.split(","))
         for strat in [s for s in a.strategies.split(",") if not (a.smoke and s.startswith("deepspeed"))]:
             res[strat] = one_run(f"w4_{strat}", w4, md, data, work, logf, gpus=a.gpus, strategy=strat, fpt=fpt,
-                                 micro="auto", accumulation="auto", checkpointing="auto", check_load=True, **common)
+                                 micro=w4_micro, accumulation=w4_accum,
+                                 checkpointing="auto" if a.w4_shape == "auto" else False, check_load=True, **common)
             save()
         la, lb = res.get("fsdp", {}).get("losses"), res.get("deepspeed-zero3", {}).get("losses")
         if la and lb:

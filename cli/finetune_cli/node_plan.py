@@ -114,7 +114,8 @@ DOC_MODELS = ("meta-llama/Llama-3.2-1B", "mistralai/Mistral-7B-v0.3", "meta-llam
 # Peaks measured through `finetune run` on 2xH200, maxLength 2048 packed (model, method, strategy) ->
 # (GiB per GPU, micro x accumulation, tokens/s per GPU, MFU, source[, what happened instead of a peak])
 MEASURED = {
-    ("meta-llama/Llama-3.1-8B", "full", "fsdp"): (113.9, "4x2", 10540, 0.494, "multi-gpu-h200-w4-fsdp-2026-11-30.json"),
+    ("meta-llama/Llama-3.1-8B", "full", "fsdp"): (118.2, "8x1", 10664, 0.500,
+                                                  "multi-gpu-h200-w4-fsdp-planner-8x1-30steps-2026-11-30.json"),
     ("meta-llama/Llama-3.1-8B", "full", "deepspeed-zero3"): (108.6, "4x2", 9721, 0.456,
                                                              "multi-gpu-h200-w4-deepspeed-zero3-2026-11-30.json"),
     ("meta-llama/Llama-3.1-8B", "lora", "ddp"): (67.6, "4x3", 14703, 0.470,
