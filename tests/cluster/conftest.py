@@ -6,6 +6,9 @@ a cold build takes many minutes, so CI should run that script as its own step fi
 Every test under tests/cluster gets the `cluster` marker.
 Set FINETUNE_KEEP_CLUSTER=1 to keep the temp dir (certs, kubeconfig, logs/) after the session.
 
+`cp` is the control plane with the FineTuneJob CRD installed (a module may override it, e.g. to add its nodes);
+`operator` runs the operator against it for one test.
+
 `real_node` adds a real node (kubelet + containerd + runc, node.py) that runs pods from the project's images,
 built by scripts/build-images.sh; `trainer_on_node` also builds the trainer image and loads it there.
 """
@@ -117,3 +120,19 @@ def trainer_on_node(real_node: RealNode) -> str:
     ref = images.build("trainer")["trainer"].ref
     real_node.load_images([ref])
     return ref
+
+
+@pytest.fixture(scope="module")
+def cp(control_plane: ControlPlane) -> ControlPlane:
+    from scenario import install_crd
+
+    install_crd(control_plane)
+    return control_plane
+
+
+@pytest.fixture
+def operator(cp):
+    from scenario import running_operator
+
+    with running_operator(cp) as runner:
+        yield runner

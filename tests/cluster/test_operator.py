@@ -13,23 +13,11 @@ import re
 
 import pytest
 import yaml
-from controlplane import ControlPlane, wait_for
+from controlplane import wait_for
 from pod_behaviour import fails, finishes, runs_long
 from real_training import quickstart_on_node, quickstart_volumes
-from scenario import (CRD, REPO, apply, children, condition, events, ftj, get_ftj, install_crd, running_operator,
+from scenario import (CRD, REPO, apply, children, condition, events, ftj, get_ftj, running_operator,
                       wait_phase)
-
-@pytest.fixture(scope="module")
-def cp(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture
-def operator(cp):
-    with running_operator(cp) as runner:
-        yield runner
-
 
 @pytest.fixture
 def own_node(cp, request) -> str:

@@ -11,14 +11,8 @@ import time
 import pytest
 from controlplane import ControlPlane, wait_for
 from pod_behaviour import finishes, kubelet_reports, runs_long
-from scenario import (OperatorProcess, apply, children, condition, events, ftj, get_ftj, install_crd,
+from scenario import (OperatorProcess, apply, children, condition, events, ftj, get_ftj,
                       provide_volume, running_operator, uids, wait_phase, wait_status)
-
-
-@pytest.fixture(scope="module")
-def cp(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
 
 
 def _pool_nodes(cp: ControlPlane, pool: str, count: int, gpus: int = 2) -> list[str]:

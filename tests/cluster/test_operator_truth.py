@@ -8,16 +8,10 @@ pod_behaviour.py; the Job controller's and the scheduler's parts are the real on
 from __future__ import annotations
 
 import pytest
-from controlplane import ControlPlane, wait_for
+from controlplane import wait_for
 from pod_behaviour import fails, runs_long, waits
-from scenario import (apply, children, condition, events, ftj, get_ftj, install_crd, provide_volume, running_operator,
+from scenario import (apply, children, condition, events, ftj, get_ftj, provide_volume, running_operator,
                       wait_status)
-
-
-@pytest.fixture(scope="module")
-def cp(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
 
 
 @pytest.fixture(scope="module")

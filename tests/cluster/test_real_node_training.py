@@ -25,7 +25,7 @@ import uuid
 import pytest
 from controlplane import ControlPlane
 from real_training import PodWatch, checkpoints, losses, quickstart_on_node, quickstart_volumes
-from scenario import apply, children, condition, events, get_ftj, install_crd, running_operator, wait_phase, wait_status
+from scenario import apply, children, condition, events, get_ftj, running_operator, wait_phase, wait_status
 
 pytestmark = pytest.mark.trainer_image
 
@@ -34,18 +34,6 @@ STEPS = 150  # long enough to interrupt mid-run on an idle machine too (60 steps
 TRAINING = {"maxSteps": STEPS, "logEverySteps": 1, "microBatchSize": 8, "globalBatchSize": 16}
 OUTPUT = {"saveEverySteps": 10, "keepLastCheckpoints": 2}
 TRAIN_TIMEOUT = 900  # a CPU run on a loaded CI machine: generous, and the failure shows where it stood
-
-
-@pytest.fixture(scope="module")
-def cp(control_plane: ControlPlane) -> ControlPlane:
-    install_crd(control_plane)
-    return control_plane
-
-
-@pytest.fixture
-def operator(cp):
-    with running_operator(cp) as runner:
-        yield runner
 
 
 def training_job(name: str, namespace: str, node: str, image: str, **spec) -> dict:
