@@ -18,7 +18,8 @@ the restart count is read from the pods themselves, so it survives an operator r
 A multi-node job restarts as a group: when one pod fails, its peers of the same attempt are stopped (they would
 otherwise wait in a collective until spec.distributed.timeoutSeconds and then exit 3, each costing a retry), and
 the Job controller recreates every index; the rendezvous happens again and all ranks resume from the same checkpoint.
-A stopped peer is marked first (STOPPED_FOR) so that its own end does not start another group restart.
+Which peers belong to the failed attempt is read from the same per-index counts (pods_to_stop); a stopped peer is
+also marked (STOPPED_FOR), for `kubectl describe pod` and for clusters without those counts.
 """
 
 from __future__ import annotations
@@ -168,8 +169,7 @@ def attempt(job: dict, pods: list[dict]) -> tuple[int, int]:
     limit = int(spec.get("backoffLimit", BACKOFF_LIMIT))
     newest: dict[str, dict] = {}
     for pod in pods:
-        created = (pod.get("metadata") or {}).get("creationTimestamp") or ""
-        if created >= ((newest.get(index_of(pod)) or {}).get("metadata") or {}).get("creationTimestamp", ""):
+        if index_of(pod) not in newest or _created(pod) >= _created(newest[index_of(pod)]):
             newest[index_of(pod)] = pod
     from_pods = 0
     for pod in newest.values():
