@@ -43,6 +43,7 @@ import uuid
 from pathlib import Path
 
 from controlplane import ControlPlane, ControlPlaneError, _die_with_parent, _tail, free_port, wait_for
+from node_cleanup import RECORDS, alive, cgroup_hierarchies, names, records, release, restore_sysctls, sweep_stale
 
 TAINT = {"key": "finetune.io/real-node", "value": "true", "effect": "NoSchedule"}
 TOLERATION = {"key": TAINT["key"], "operator": "Exists", "effect": "NoSchedule"}
@@ -54,9 +55,6 @@ SYSCTLS = ("vm/overcommit_memory", "vm/panic_on_oom", "kernel/panic", "kernel/pa
            "kernel/keys/root_maxkeys", "kernel/keys/root_maxbytes", "net/ipv4/ip_forward")
 CNI_BIN = Path("/usr/lib/cni")
 BUILD_LABEL = "finetune.io/build-id"  # on each image loaded into containerd: the build (buildah image id) it is
-# One record per running node: what it holds on this machine, so a session killed before stop() (CI timeout,
-# SIGKILL) is cleaned up by the next one (sweep_stale), and the kernel tunables found first are restored last.
-RECORDS = Path("/run/finetune-nodes")
 CLUSTER_DOMAIN = "cluster.local"
 
 
@@ -83,101 +81,6 @@ def free_subnet() -> ipaddress.IPv4Network:
     raise ControlPlaneError("no free 10.244.N.0/24 for the node's pod network")
 
 
-def cgroup_hierarchies() -> list[Path]:
-    """Mount points of this machine's cgroup hierarchies (v1: one per controller, plus the hybrid unified one)."""
-    out = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        fields = line.split()
-        fstype = fields[fields.index("-") + 1]
-        if fstype in ("cgroup", "cgroup2"):
-            out.append(Path(fields[4]))
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-
-
-def _records() -> list[dict]:
-    out = []
-    for f in sorted(RECORDS.glob("*.json")):
-        try:
-            out.append(json.loads(f.read_text()) | {"file": str(f)})
-        except (OSError, ValueError):
-            continue
-    return out
-
-
-def _names(node_id: str) -> tuple[str, str, str]:
-    """(bridge, cgroup root, CNI network) of node `node_id`; interface names have 15 characters at most."""
-    return f"ftn{node_id}", f"finetune-node-{node_id}", f"finetune-{node_id}"
-
-
-def release(workdir: Path, node_id: str) -> None:
-    """Free what a node holds: its containers (runc), its containerd shims, the mounts under its dir, its
-    cgroups, its bridge, and what the kubelet and CNI leave in fixed places (/var/log/containers links, the CNI
-    result cache). Safe to call twice and on a node whose processes are gone."""
-    bridge, cgroup_root, network = _names(node_id)
-    runc_root = workdir / "containerd" / "runc" / "k8s.io"
-    ids = [p.name for p in runc_root.iterdir() if p.is_dir()] if runc_root.is_dir() else []
-    for cid in ids:
-        subprocess.run(["runc", "--root", str(runc_root), "kill", "--all", cid, "KILL"], capture_output=True)
-    for cid in ids:
-        subprocess.run(["runc", "--root", str(runc_root), "delete", "--force", cid], capture_output=True)
-    sock = str(workdir / "containerd.sock").encode()
-    for p in Path("/proc").iterdir():
-        try:
-            cmd = (p / "cmdline").read_bytes().split(b"\0") if p.name.isdigit() else []
-        except OSError:
-            continue
-        if cmd and cmd[0].endswith(b"containerd-shim-runc-v2") and sock in cmd:
-            os.kill(int(p.name), signal.SIGKILL)
-    prefix = str(workdir) + "/"
-    mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-    for m in sorted((m for m in mounts if m.startswith(prefix)), key=len, reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
-    for h in cgroup_hierarchies():
-        root = h / cgroup_root
-        if root.is_dir():
-            for d in sorted((p for p in root.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
-                d.rmdir()
-            root.rmdir()
-    subprocess.run(["ip", "link", "del", bridge], capture_output=True)
-    for link in Path("/var/log/containers").glob("*.log"):
-        if os.readlink(link).startswith(prefix):
-            link.unlink()
-    for cached in Path("/var/lib/cni/results").glob(f"{network}-*"):
-        cached.unlink()
-
-
-def _restore_sysctls(values: dict[str, str]) -> None:
-    for key, value in values.items():
-        try:
-            Path("/proc/sys", key).write_text(value)
-        except OSError:
-            pass
-
-
-def sweep_stale() -> None:
-    """Release the nodes of sessions that died without stop(); restore the kernel tunables if none is left."""
-    live = []
-    for rec in _records():
-        if _alive(rec["pid"]):
-            live.append(rec)
-            continue
-        release(Path(rec["dir"]), rec["id"])
-        shutil.rmtree(rec["dir"], ignore_errors=True)
-        Path(rec["file"]).unlink(missing_ok=True)
-        if not [r for r in _records() if _alive(r["pid"])]:
-            _restore_sysctls(rec["sysctls"])
-
-
 class RealNode:
     """One kubelet node, registered as `name` with the control plane `cp`; start() / stop()."""
 
@@ -193,7 +96,7 @@ class RealNode:
         key = hashlib.sha256(f"{PAUSE} {base_image}".encode()).hexdigest()[:12]
         self.pause_image = f"localhost/finetune/pause:{key}"
         self.id = uuid.uuid4().hex[:6]
-        self.bridge, self.cgroup_root, self.network = _names(self.id)
+        self.bridge, self.cgroup_root, self.network = names(self.id)
         self.sock = self.dir / "containerd.sock"
         self.logs = self.dir / "logs"
         self.procs: dict[str, subprocess.Popen] = {}
@@ -218,7 +121,7 @@ class RealNode:
                 raise ControlPlaneError(f"{self.bin_dir / b} missing: run scripts/install-cluster-tools.sh")
         self.logs.mkdir(parents=True, exist_ok=True)
         sweep_stale()
-        others = _records()  # a node of another live session changed the tunables already: keep its originals
+        others = records()  # a node of another live session changed the tunables already: keep its originals
         self.saved_sysctls = others[0]["sysctls"] if others else {
             k: Path("/proc/sys", k).read_text().strip() for k in SYSCTLS if Path("/proc/sys", k).exists()}
         RECORDS.mkdir(parents=True, exist_ok=True)
@@ -250,8 +153,8 @@ class RealNode:
             self._lock = None
         if self.record is not None:
             self.record.unlink(missing_ok=True)
-            if not [r for r in _records() if _alive(r["pid"])]:
-                _restore_sysctls(self.saved_sysctls)
+            if not [r for r in records() if alive(r["pid"])]:
+                restore_sysctls(self.saved_sysctls)
         if remove:
             shutil.rmtree(self.dir, ignore_errors=True)
 
