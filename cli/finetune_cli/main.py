@@ -55,12 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", default=None, help="a node preset: 1xH100, 8xH100, 1xH200, 2xH200, 8xH200")
     p.add_argument("--gpu-memory", type=_memory, default=None, help="memory per GPU to plan for, e.g. 80GiB or 141GiB "
                    "(default: the node's, or this machine's first GPU)")
-    p.add_argument("--gpus", type=int, default=None, help="GPUs per node to plan for (default: the node's, the "
+    p.add_argument("--gpus", type=_at_least(1), default=None, help="GPUs per node to plan for (default: the node's, the "
                    "spec's, or 1)")
     p.add_argument("--host-memory", type=_memory, default=None, help="host memory per node, e.g. 512GiB (default: the node "
                    "preset's, else this machine's)")
-    p.add_argument("--max-length", type=int, default=2048, help="with --model: tokens per example (default 2048)")
-    p.add_argument("--global-batch", type=int, default=16, help="with --model: examples per step (default 16)")
+    p.add_argument("--max-length", type=_at_least(1), default=2048, help="with --model: tokens per example (default 2048)")
+    p.add_argument("--global-batch", type=_at_least(1), default=16, help="with --model: examples per step (default 16)")
     p.set_defaults(func=_lazy("local_commands", "cmd_plan"))
     p = sub.add_parser("run", help="train locally (CPU or local GPUs), the way a pod does")
     p.add_argument("spec")
@@ -76,6 +76,19 @@ def _duration(text: str) -> float:
         return float(text[:-1]) * units[text[-1]] if text and text[-1] in units else float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 90s, 15m, 2h)") from None
+
+
+def _at_least(low: int):
+    """An argparse type: a whole number >= low (--gpus 0 divided by zero in the planner)."""
+    def whole(text: str) -> int:
+        try:
+            n = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if n < low:
+            raise argparse.ArgumentTypeError(f"{n} is below {low}")
+        return n
+    return whole
 
 
 def _memory(text: str) -> str:
@@ -108,9 +121,9 @@ def _cluster_commands(sub) -> None:
     p = sub.add_parser("logs", parents=[where], help="the trainer log of one node rank (pod) of a job")
     p.add_argument("name")
     p.add_argument("-f", "--follow", action="store_true", help="stream until the pod ends (and its restarts)")
-    p.add_argument("--rank", type=int, default=0, help="node rank: the job's pod with this index (default 0, "
+    p.add_argument("--rank", type=_at_least(0), default=0, help="node rank: the job's pod with this index (default 0, "
                    "the one that logs progress)")
-    p.add_argument("--tail", type=int, default=None, help="only the last N lines")
+    p.add_argument("--tail", type=_at_least(0), default=None, help="only the last N lines")
     p.add_argument("--wait", type=_duration, default=300.0,
                    help="with -f, how long to wait for a pod to start (default 300s)")
     p.set_defaults(func=_lazy("cluster_commands", "cmd_logs"))

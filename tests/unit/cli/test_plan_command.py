@@ -63,3 +63,17 @@ def test_a_memory_size_without_a_unit_is_refused_not_read_as_bytes(tmp_path, cap
         assert f"argument {flag}" in err and "with a unit (e.g. 80GiB" in err and "Traceback" not in err
     assert main(["plan", _spec(tmp_path, "full"), "--gpu-memory", "141Gi", "--gpus", "2", "--host-memory", "2TB"]) == 0
     assert "x 141 GiB" in capsys.readouterr().out
+
+
+def test_counts_below_their_least_are_refused_naming_the_flag(tmp_path, capsys):
+    import pytest
+
+    for args in (["--gpus", "0"], ["--gpus", "two"], ["--global-batch", "0"], ["--max-length", "-5"]):
+        with pytest.raises(SystemExit) as e:  # --gpus 0 was a ZeroDivisionError, --global-batch 0 a ValidationError
+            main(["plan", _spec(tmp_path, "full"), "--gpu-memory", "141GiB", *args])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert f"argument {args[0]}" in err and "Traceback" not in err and "unexpectedly" not in err
+    with pytest.raises(SystemExit):
+        main(["logs", "demo", "--rank", "-1"])
+    assert "argument --rank: -1 is below 0" in capsys.readouterr().err
