@@ -133,13 +133,18 @@ def test_failing_pod_fails_the_job_with_the_trainers_reason(cp, operator, namesp
     assert any("DataError" in e["message"] for e in warnings), warnings
 
 
+# Long enough for the operator (resync every 2 s here) to scrape a step mid-run: 40 steps trained in about 3 s on an
+# idle machine and the check for live progress failed when no scrape fell inside them.
+STEPS = 200
+
+
 @pytest.mark.trainer_image
 def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
         cp, operator, namespace, real_node, trainer_on_node, quickstart_model, tmp_path):
     out = quickstart_volumes(cp, namespace, tmp_path, quickstart_model)
     job = quickstart_on_node("ok", namespace, real_node.name, trainer_on_node,
-                             maxSteps=40, evalEverySteps=20, logEverySteps=5)
-    job["spec"]["output"] |= {"saveEverySteps": 20}
+                             maxSteps=STEPS, evalEverySteps=STEPS // 2, logEverySteps=5)
+    job["spec"]["output"] |= {"saveEverySteps": STEPS // 2}
     assert apply(cp, job).returncode == 0
 
     seen = []  # status.progress as the operator scraped it from the live trainer
@@ -151,7 +156,7 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
         step = (st.get("progress") or {}).get("step") or 0
         if st.get("phase") == "Running" and step:
             seen.append(st["progress"])
-            if 6 <= step < 40 and not live:  # past the first progress line (every 5 steps)
+            if 6 <= step < STEPS and not live:  # past the first progress line (every 5 steps)
                 pod = children(cp, namespace, "ok")["pods"][0]["metadata"]["name"]
                 live.update(get=cp.kubectl("get", "ftj", "ok", "-n", namespace).stdout,
                             logs=cp.kubectl("logs", pod, "-n", namespace).stdout, progress=st["progress"])
@@ -174,22 +179,22 @@ def test_job_trains_on_a_real_node_and_succeeds_with_the_result_of_its_output(
     # the result comes from the trainer's termination message and names what is on the volume
     run = out / "run"
     r = st["result"]
-    assert r["outputPath"] == "/mnt/output/run" and r["steps"] == 40
+    assert r["outputPath"] == "/mnt/output/run" and r["steps"] == STEPS
     assert r["manifestSha256"] == hashlib.sha256((run / "manifest.json").read_bytes()).hexdigest()
     manifest = json.loads((run / "manifest.json").read_text())
     adapter = run / "adapter_model.safetensors"
     assert manifest["files"]["adapter_model.safetensors"]["sha256"] == hashlib.sha256(adapter.read_bytes()).hexdigest()
     assert r["finalLoss"] == pytest.approx(manifest["metrics"]["final_loss"])
     # what the user watched: live progress in `kubectl get ftj`, the trainer's lines in `kubectl logs`
-    assert seen and all(p["totalSteps"] == 40 for p in seen), seen
-    assert live, f"the operator never reported a step between 6 and 39 while the trainer ran: {seen}"
+    assert seen and all(p["totalSteps"] == STEPS for p in seen), seen
+    assert live, f"the operator never reported a step between 6 and {STEPS - 1} while the trainer ran: {seen}"
     mid = live["progress"]
-    assert mid["loss"] > 0 and mid["etaSeconds"] >= 0 and mid["percent"] == f"{100 * mid['step'] // 40}%", mid
+    assert mid["loss"] > 0 and mid["etaSeconds"] >= 0 and mid["percent"] == f"{100 * mid['step'] // STEPS}%", mid
     row = live["get"].splitlines()[1].split()  # NAME PHASE PROGRESS LOSS ETA AGE, a moment after `mid`
     assert row[1] == "Running" and row[2].endswith("%") and float(row[3]) > 0, live["get"]
     assert re.fullmatch(r"(\d+h\d\dm|\d+m\d\ds|\d+s)", row[4]), live["get"]
-    assert "step 5/40 loss" in live["logs"], live["logs"][-2000:]
-    assert logs.returncode == 0 and "step 40/40 loss" in logs.stdout, logs.stdout[-2000:]
+    assert f"step 5/{STEPS} loss" in live["logs"], live["logs"][-2000:]
+    assert logs.returncode == 0 and f"step {STEPS}/{STEPS} loss" in logs.stdout, logs.stdout[-2000:]
     res = cp.kubectl("get", "ftj", "ok", "-n", namespace, "--no-headers")
     assert "Succeeded" in res.stdout and "100%" in res.stdout
 
